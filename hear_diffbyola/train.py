@@ -1,0 +1,377 @@
+"""The pretraining loop: devices, DDP, bf16 autocast, atomic checkpoints, exact resume, metrics.
+
+Run layout (``out``):
+  config.yaml               the full configuration of the run
+  checkpoints/last.pt       latest checkpoint (atomic; tensors and plain types only)
+  metrics.csv               step, l_byol, l_diff, loss, lr, clips_per_s (means over log_every steps)
+  loss_curve.png            written at the end of the run
+  bad_files.txt             unreadable corpus files that were left out (folder corpora)
+  summary.json              steps, wall time, hardware, final losses, per-rank weight digests
+"""
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from .augment import ViewAugmenter
+from .config import ConfigError, PretrainConfig
+from .corpus import NORM_STREAM, ClipSource, CropDataset, StepBatchSampler, open_corpus
+from .encoder import AudioNTT2020
+from .frontend import LogMelSpectrogram, Normalizer, running_stats
+from .learner import DiffBYOLA
+from .objectives import sample_gamma
+from .weights import atomic_write
+
+METRIC_FIELDS = ["step", "l_byol", "l_diff", "loss", "lr", "clips_per_s"]
+CHECKPOINT = Path("checkpoints") / "last.pt"
+# Keys that may differ when resuming: they change no result, only how long or how it is observed.
+RESUMABLE_CHANGES = {"steps", "epochs", "num_workers", "log_every", "checkpoint_every", "device"}
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on; the message says why and what was kept."""
+
+
+# ---------------------------------------------------------------- environment
+
+def _dist_info() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+
+
+def pick_device(spec: str, local_rank: int = 0) -> torch.device:
+    if spec == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(spec)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={spec!r} but CUDA is not available; use train.device=cpu or auto")
+        if dev.index is None:
+            dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def hardware_description(device: torch.device, world_size: int) -> str:
+    if device.type == "cuda":
+        return f"{world_size} x {torch.cuda.get_device_name(device)}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{world_size} process(es) on CPU: {cpu}, {os.cpu_count()} cores, torch threads {torch.get_num_threads()}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def state_digest(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer, in name order: equal digests = bit-identical weights."""
+    h = hashlib.sha256()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- checkpoints
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise TrainingError(f"no checkpoint at {path} to resume from; start without --resume")
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise TrainingError(f"checkpoint {path} is unreadable ({e}); it may come from another version") from e
+
+
+# ---------------------------------------------------------------- metrics
+
+def write_metrics_header(path: Path, keep_until_step: int | None) -> None:
+    """Start metrics.csv, or on resume keep only rows up to the checkpoint step."""
+    rows = []
+    if keep_until_step is not None and path.exists():
+        with open(path, newline="") as fh:
+            rows = [r for r in csv.DictReader(fh) if int(r["step"]) <= keep_until_step]
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=METRIC_FIELDS)
+        w.writeheader()
+        w.writerows(rows)
+
+
+def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(metrics_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return
+    step = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key in ("loss", "l_byol", "l_diff"):
+        vals = [float(r[key]) if r[key] not in ("", None) else math.nan for r in rows]
+        if not all(math.isnan(v) for v in vals):
+            ax.plot(step, vals, label=key)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss (2 - 2 cos)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_png, dpi=120)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- the run
+
+def compute_norm_stats(source: ClipSource, config: PretrainConfig, device: torch.device) -> tuple[float, float]:
+    """BYOL-A pre-normalisation statistics: mean/std of log-mel over up to ``norm_clips`` random crops."""
+    t = config.train
+    n_samples = config.frontend.samples_for_frames(_crop_frames(config))
+    ds = CropDataset(source, n_samples, t.seed)
+    logmel = LogMelSpectrogram(config.frontend).to(device)
+    n = min(t.norm_clips, len(source))
+    keys = [(NORM_STREAM, 0, i) for i in np.random.default_rng([t.seed, NORM_STREAM]).permutation(len(source))[:n]]
+    loader = torch.utils.data.DataLoader(ds, batch_size=64, sampler=keys, num_workers=t.num_workers,
+                                         generator=torch.Generator().manual_seed(t.seed))
+    with torch.no_grad():
+        return running_stats(logmel(x.to(device)) for x in loader)
+
+
+def _crop_frames(config: PretrainConfig) -> int:
+    return 1 + int(round(config.train.crop_seconds * config.frontend.sample_rate)) // config.frontend.hop_length
+
+
+def total_steps(config: PretrainConfig, n_items: int) -> int:
+    t = config.train
+    return t.steps if t.steps is not None else t.epochs * (n_items // t.batch_size)
+
+
+def check_resume_config(saved: PretrainConfig, new: PretrainConfig) -> PretrainConfig:
+    """On resume the checkpoint's config rules; only RESUMABLE_CHANGES may be changed."""
+    diffs = []
+    for sec, vals in new.to_dict().items():
+        for k, v in vals.items():
+            old = saved.to_dict()[sec][k]
+            if old != v and not (sec == "train" and k in RESUMABLE_CHANGES):
+                diffs.append(f"{sec}.{k}: checkpoint {old!r}, now {v!r}")
+    if diffs:
+        raise ConfigError("cannot resume with a different configuration (" + "; ".join(diffs) +
+                          f"). Only train.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change on resume.")
+    return replace(saved, train=replace(saved.train, **{k: getattr(new.train, k) for k in RESUMABLE_CHANGES}))
+
+
+def pretrain(config: PretrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Pretrain on ``config.train.corpus`` and write the run into ``out``. Returns the summary.
+
+    Under torchrun (WORLD_SIZE > 1) each process trains on its slice of every global batch with DDP;
+    rank 0 alone logs and checkpoints.
+    """
+    rank, world, local_rank = _dist_info()
+    distributed = world > 1
+    device = pick_device(config.train.device, local_rank)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _pretrain(config, Path(out), resume, progress, rank, world, device)
+    finally:
+        if distributed and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, rank: int, world: int,
+              device: torch.device) -> dict[str, Any]:
+    distributed = world > 1
+    is_main = rank == 0
+    ckpt_path = out / CHECKPOINT
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(ckpt_path)
+        config = check_resume_config(PretrainConfig.from_dict(ckpt["config"]), config)
+    elif ckpt_path.exists():
+        raise TrainingError(f"{out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
+                            "or choose another --out")
+    t = config.train
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    amp = device.type == "cuda" and t.amp in ("auto", "bf16")
+    if t.amp == "bf16" and device.type != "cuda":
+        raise ConfigError("train.amp=bf16 needs a CUDA device; use train.amp=auto or off on CPU")
+
+    source = open_corpus(t.corpus, config.frontend.sample_rate, embedded_size=t.embedded_size,
+                         embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
+    steps = total_steps(config, len(source))
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.yaml").write_text(config.to_yaml())
+        bad = getattr(source, "bad", [])
+        if bad:
+            (out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad))
+            print(f"[hear-diffbyola] {len(bad)} unreadable corpus files left out, listed in {out / 'bad_files.txt'}")
+        print(f"[hear-diffbyola] corpus: {source.describe()}")
+
+    # Norm stats: computed once (rank 0) before training, then carried by the checkpoint.
+    if ckpt is not None:
+        norm = (float(ckpt["norm"]["mean"]), float(ckpt["norm"]["std"]))
+    else:
+        norm = compute_norm_stats(source, config, device) if is_main else (0.0, 1.0)
+        if distributed:
+            box = [norm]
+            dist.broadcast_object_list(box, src=0)
+            norm = box[0]
+
+    torch.manual_seed(t.seed)  # same initial weights on every rank
+    learner = DiffBYOLA(AudioNTT2020.from_config(config.encoder), config.learner).to(device)
+    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
+    logmel = LogMelSpectrogram(config.frontend).to(device)
+    prenorm = Normalizer(*norm)
+    augmenter = ViewAugmenter(config.augment)
+    aug_gen = torch.Generator().manual_seed(t.seed * 7919 + rank)
+    torch.manual_seed(t.seed + 104729 * (rank + 1))  # dropout differs across ranks, as in any DDP run
+    start, wall_before = 0, 0.0
+    if ckpt is not None:
+        learner.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        start, wall_before = int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
+        rank_states = ckpt["rank_states"]
+        if rank < len(rank_states):
+            rs = rank_states[rank]
+            augmenter.mixup.set_state(rs["mixup"], device)
+            aug_gen.set_state(rs["aug_rng"])
+            torch.set_rng_state(rs["torch_rng"])
+            if device.type == "cuda" and rs.get("cuda_rng") is not None:
+                torch.cuda.set_rng_state(rs["cuda_rng"], device)
+        elif is_main:
+            print(f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {world} processes: "
+                  "extra ranks start with a fresh Mixup memory")
+    model = learner
+    if distributed:
+        model = torch.nn.parallel.DistributedDataParallel(
+            learner, device_ids=[device.index] if device.type == "cuda" else None)
+
+    n_samples = config.frontend.samples_for_frames(_crop_frames(config))
+    sampler = StepBatchSampler(len(source), t.batch_size, t.seed, start, steps, rank, world)
+    loader = torch.utils.data.DataLoader(
+        CropDataset(source, n_samples, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
+        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(t.seed),
+        persistent_workers=False)
+
+    metrics_csv = out / "metrics.csv"
+    if is_main:
+        write_metrics_header(metrics_csv, start if ckpt is not None else None)
+    hardware = hardware_description(device, world)
+    commit = git_commit()
+
+    def checkpoint(step: int, wall: float) -> None:
+        rs = {"mixup": augmenter.mixup.get_state(), "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
+              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        states = [None] * world if distributed else [rs]
+        if distributed:
+            dist.all_gather_object(states, rs)
+        if is_main:
+            save_checkpoint(out / CHECKPOINT, {
+                "config": config.to_dict(), "model": learner.state_dict(), "optimizer": optimizer.state_dict(),
+                "rank_states": states, "step": step, "norm": {"mean": norm[0], "std": norm[1]}, "wall_time": wall,
+                "provenance": {"corpus": source.describe(), "seed": t.seed, "hardware": hardware, "git_commit": commit,
+                               "world_size": world}})
+
+    bar = tqdm(total=steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True, desc="pretrain")
+    lam = config.learner.lam
+    acc = torch.zeros(3, device=device)  # running sums of l_byol, l_diff, loss over the log interval
+    acc_n, acc_clips, t_log = 0, 0, time.perf_counter()
+    t0 = time.perf_counter()
+    last: dict[str, float] = {}
+    step = start
+    learner.train()
+    for wave in loader:
+        wave = wave.to(device, non_blocking=True)
+        with torch.no_grad():
+            x = prenorm(logmel(wave)).unsqueeze(1)  # (b, 1, F, T)
+            v1, v2 = augmenter(x, aug_gen)
+        gamma = sample_gamma(v1.shape[0], config.learner.gamma_low, config.learner.gamma_high, aug_gen) if lam > 0 else None
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp else nullcontext():
+            terms = model(v1, v2, gamma)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        optimizer.step()
+        learner.update_target()
+        step += 1
+        acc += torch.stack([terms["l_byol"], terms.get("l_diff", torch.zeros((), device=device)), terms["loss"].detach()])
+        acc_n += 1
+        acc_clips += wave.shape[0] * world
+        bar.update(1)
+        if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == steps:
+            means = (acc / acc_n).tolist()
+            if not all(math.isfinite(v) for v in means):
+                raise TrainingError(
+                    f"loss became {means[2]} (l_byol={means[0]}, l_diff={means[1]}) by step {step}; stopped without "
+                    f"saving. The last good checkpoint ({out / CHECKPOINT}, if any) is intact. Try a lower train.lr.")
+            now = time.perf_counter()
+            last = {"step": step, "l_byol": means[0], "l_diff": means[1] if lam > 0 else "", "loss": means[2],
+                    "lr": optimizer.param_groups[0]["lr"], "clips_per_s": acc_clips / max(now - t_log, 1e-9)}
+            if is_main:
+                with open(metrics_csv, "a", newline="") as fh:
+                    csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(last)
+                bar.set_postfix({k: f"{last[k]:.3f}" for k in ("l_byol", "l_diff", "loss") if last[k] != ""}
+                                | {"clips/s": f"{last['clips_per_s']:.0f}"})
+            acc.zero_()
+            acc_n, acc_clips, t_log = 0, 0, now
+        if step % t.checkpoint_every == 0 or step == steps:
+            if distributed:
+                _sync_buffers(learner)
+            checkpoint(step, wall_before + time.perf_counter() - t0)
+    bar.close()
+
+    wall = wall_before + time.perf_counter() - t0
+    if distributed:
+        _sync_buffers(learner)
+    digest = state_digest(learner)
+    digests = [None] * world if distributed else [digest]
+    if distributed:
+        dist.all_gather_object(digests, digest)
+    summary = {"steps": step, "wall_time_s": wall, "hardware": hardware, "git_commit": commit, "world_size": world,
+               "lam": lam, "final": last, "norm": {"mean": norm[0], "std": norm[1]}, "rank_digests": digests,
+               "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if is_main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_loss_curve(metrics_csv, out / "loss_curve.png", f"pretraining, lambda={lam}")
+        if len(set(digests)) != 1:
+            raise TrainingError(f"DDP ranks ended with different weights: {digests}")
+    return summary
+
+
+def _sync_buffers(learner: DiffBYOLA) -> None:
+    """BN running stats drift apart per rank after the last forward; take rank 0's, as DDP does each forward."""
+    for b in learner.buffers():
+        dist.broadcast(b, src=0)

@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+
+from hear_diffbyola.encoder import AudioNTT2020
+from hear_diffbyola.learner import DiffBYOLA, LearnerConfig
+from hear_diffbyola.objectives import (byol_loss, byol_regression_loss, diff_loss, difference_embedding,
+                                       log_mixup_exp, mix_in_batch, sample_gamma, shift, total_loss)
+
+
+def test_shift_rolls_batch_by_one():
+    x = torch.tensor([[1.0], [2.0], [3.0], [4.0]])
+    assert shift(x).flatten().tolist() == [2.0, 3.0, 4.0, 1.0]
+
+
+def test_mix_formula_by_hand():
+    # w_i = log(g_i exp(v_{i+1}) + (1 - g_i) exp(v_i))
+    v = torch.tensor([0.0, 1.0, -2.0]).view(3, 1, 1, 1)
+    g = torch.tensor([0.4, 0.5, 0.6])
+    w = mix_in_batch(v, g).flatten().tolist()
+    expected = [math.log(0.4 * math.e ** 1 + 0.6 * math.e ** 0),
+                math.log(0.5 * math.e ** -2 + 0.5 * math.e ** 1),
+                math.log(0.6 * math.e ** 0 + 0.4 * math.e ** -2)]
+    assert w == pytest.approx(expected, rel=1e-6)
+
+
+def test_log_mixup_exp_edges_and_large_values():
+    a, b = torch.full((2, 3), 80.0), torch.full((2, 3), -5.0)
+    torch.testing.assert_close(log_mixup_exp(a, b, 1.0), a)
+    torch.testing.assert_close(log_mixup_exp(a, b, 0.0), b)
+    out = log_mixup_exp(a, b, 0.5)  # exp(80) overflows float32; logaddexp must not
+    assert torch.isfinite(out).all()
+    assert out[0, 0].item() == pytest.approx(80 + math.log(0.5), rel=1e-6)
+
+
+def test_gamma_range():
+    g = sample_gamma(10000, generator=torch.Generator().manual_seed(0))
+    assert 0.4 <= g.min() and g.max() <= 0.6 and abs(g.mean().item() - 0.5) < 0.01
+
+
+def test_difference_embedding_by_hand():
+    f_w = torch.tensor([[1.0, 1.0], [2.0, 2.0], [3.0, 3.0]])
+    f_v = torch.tensor([[10.0, 0.0], [0.0, 10.0], [5.0, 5.0]])
+    g = torch.tensor([0.5, 0.4, 0.6])
+    # y_hat_i = f_w_i - g_i * f_v_{i+1}
+    expected = torch.tensor([[1 - 0.0, 1 - 5.0], [2 - 2.0, 2 - 2.0], [3 - 6.0, 3 - 0.0]])
+    torch.testing.assert_close(difference_embedding(f_w, f_v, g), expected)
+
+
+def test_regression_loss_is_two_minus_two_cos():
+    p = torch.tensor([[1.0, 0.0], [1.0, 1.0], [3.0, 0.0]])
+    z = torch.tensor([[0.0, 2.0], [1.0, 1.0], [-1.0, 0.0]])
+    assert byol_regression_loss(p, z).tolist() == pytest.approx([2.0, 0.0, 4.0], abs=1e-6)
+    p1, p2 = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]])
+    z1, z2 = torch.tensor([[1.0, 1.0]]), torch.tensor([[0.0, 1.0]])
+    # view 1 vs target 2: cos=0 -> 2; view 2 vs target 1: cos=1/sqrt2 -> 2 - sqrt2; mean of both
+    assert byol_loss(p1, p2, z1, z2).item() == pytest.approx((2.0 + 2 - math.sqrt(2)) / 2, abs=1e-6)
+    assert diff_loss(p1, z2).item() == pytest.approx(2.0)
+
+
+def test_total_loss_weights_and_validation():
+    lb, ld = torch.tensor(2.0), torch.tensor(1.0)
+    assert total_loss(lb, ld, 0.2).item() == pytest.approx(0.8 * 2 + 0.2 * 1)
+    assert total_loss(lb, None, 0.0).item() == 2.0
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        total_loss(lb, ld, 1.5)
+    with pytest.raises(ValueError, match=r"learner.lam"):
+        LearnerConfig(lam=-0.1)
+
+
+def small_learner(lam, seed=0):
+    torch.manual_seed(seed)
+    return DiffBYOLA(AudioNTT2020(64, 64), LearnerConfig(lam=lam, proj_hidden=32, proj_dim=16))
+
+
+def views(seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(4, 1, 64, 16, generator=g), torch.randn(4, 1, 64, 16, generator=g)
+
+
+def test_lambda_zero_is_byol_and_runs_no_difference_forward():
+    learner = small_learner(0.0)
+    calls = []
+    learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    v1, v2 = views()
+    torch.manual_seed(5)
+    out = learner(v1, v2, gamma=torch.full((4,), 0.5))
+    assert calls == [8]  # one online pass over both views, nothing else
+    assert "l_diff" not in out
+    # independent recomputation of BYOL-A's loss from the same modules (same dropout draws)
+    torch.manual_seed(5)
+    y = learner.encoder(torch.cat([v1, v2]))
+    p = learner.predictor(learner.projector(y))
+    z = learner.target_projector(learner.target_encoder(torch.cat([v1, v2])))
+    cos = torch.nn.functional.cosine_similarity
+    expected = ((2 - 2 * cos(p[:4], z[4:])) + (2 - 2 * cos(p[4:], z[:4]))).mean() / 2
+    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert not any(p.requires_grad for p in learner.diff_predictor.parameters())
+
+
+def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
+    learner = small_learner(0.5)
+    calls = []
+    learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    v1, v2 = views()
+    out = learner(v1, v2, gamma=torch.full((4,), 0.5))
+    assert calls == [8, 4]
+    assert out["loss"].item() == pytest.approx(0.5 * out["l_byol"].item() + 0.5 * out["l_diff"].item(), rel=1e-6)
+    with pytest.raises(ValueError, match="gamma"):
+        learner(v1, v2)
+
+
+def test_target_gets_no_gradient_and_online_does():
+    learner = small_learner(0.5)
+    v1, v2 = views()
+    learner(v1, v2, gamma=torch.full((4,), 0.45))["loss"].backward()
+    for m in (learner.target_encoder, learner.target_projector):
+        assert all(p.grad is None and not p.requires_grad for p in m.parameters())
+    for m in (learner.encoder, learner.projector, learner.predictor, learner.diff_predictor):
+        assert all(p.grad is not None for p in m.parameters())
+
+
+def test_ema_update_by_hand():
+    learner = small_learner(0.5)
+    with torch.no_grad():
+        for p in learner.encoder.parameters():
+            p.add_(1.0)
+    before_t = [p.clone() for p in learner.target_encoder.parameters()]
+    online = [p.clone() for p in learner.encoder.parameters()]
+    learner.update_target()
+    for t0, o, t1 in zip(before_t, online, learner.target_encoder.parameters()):
+        torch.testing.assert_close(t1, 0.99 * t0 + 0.01 * o)
+    # predictors are not part of the target
+    assert not any(n.startswith("target_predictor") for n, _ in learner.named_parameters())

@@ -38,7 +38,7 @@ class EncoderConfig:
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(), nn.MaxPool2d(2, stride=2)]
+    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2, stride=2)]
 
 
 class AudioNTT2020(nn.Module):
@@ -53,8 +53,8 @@ class AudioNTT2020(nn.Module):
         self.config = EncoderConfig(n_mels=n_mels, d=d)
         self.features = nn.Sequential(*_conv_block(1, 64), *_conv_block(64, 64), *_conv_block(64, 64))
         self.fc = nn.Sequential(
-            nn.Linear(64 * (n_mels // 8), d), nn.ReLU(), nn.Dropout(p=0.3),
-            nn.Linear(d, d), nn.ReLU(),
+            nn.Linear(64 * (n_mels // 8), d), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
+            nn.Linear(d, d), nn.ReLU(inplace=True),
         )
         self.d = d
 

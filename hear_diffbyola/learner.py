@@ -85,19 +85,25 @@ class DiffBYOLA(nn.Module):
     def forward(self, v1: torch.Tensor, v2: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         # v1, v2: (B, 1, F, T) views of the same B clips; gamma: (B,) mixing weights (needed when lam > 0)
         B = v1.shape[0]
-        views = torch.cat([v1, v2])
-        y = self.encoder(views)  # (2B, d)
-        p = self.predictor(self.projector(y))  # (2B, proj_dim)
-        z = self.target_outputs(views)  # (2B, proj_dim)
-        l_byol = byol_loss(p[:B], p[B:], z[:B], z[B:])
         lam = self.config.lam
+        views = torch.cat([v1, v2])
+        if lam > 0.0:
+            if gamma is None:
+                raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
+            gamma = gamma.to(v1.device)
+            w = mix_in_batch(v1, gamma)
+            # One pass over [v1, v2, w]: f(w) and f(v) then share BatchNorm statistics, so f is the
+            # same function on both sides of y_hat = f(w) - gamma s(f(v)).
+            y_all = self.encoder(torch.cat([views, w]).contiguous(memory_format=torch.channels_last))
+            y, f_w = y_all[:2 * B], y_all[2 * B:]
+        else:
+            y = self.encoder(views.contiguous(memory_format=torch.channels_last))  # (2B, d)
+        p = self.predictor(self.projector(y))  # (2B, proj_dim)
+        z = self.target_outputs(views.contiguous(memory_format=torch.channels_last))  # (2B, proj_dim)
+        l_byol = byol_loss(p[:B], p[B:], z[:B], z[B:])
         if lam == 0.0:
             return {"loss": l_byol, "l_byol": l_byol.detach()}
-        if gamma is None:
-            raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
-        gamma = gamma.to(v1.device)
-        w = mix_in_batch(v1, gamma)
-        y_hat = difference_embedding(self.encoder(w), y[:B], gamma)
+        y_hat = difference_embedding(f_w, y[:B], gamma)
         p_hat = self.diff_predictor(self.projector(y_hat))
         l_diff = diff_loss(p_hat, z[B:])
         return {"loss": total_loss(l_byol, l_diff, lam), "l_byol": l_byol.detach(), "l_diff": l_diff.detach()}

@@ -20,7 +20,7 @@ import platform
 import subprocess
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from .encoder import AudioNTT2020
 from .frontend import LogMelSpectrogram, Normalizer, running_stats
 from .learner import DiffBYOLA
 from .objectives import sample_gamma
+from .runtime import tune_cpu_allocator
 from .weights import atomic_write
 
 METRIC_FIELDS = ["step", "l_byol", "l_diff", "loss", "lr", "clips_per_s"]
@@ -210,6 +211,56 @@ def pretrain(config: PretrainConfig, out: str | Path, resume: bool = False, prog
             dist.destroy_process_group()
 
 
+@dataclass
+class StepParts:
+    """Everything one optimisation step touches; shared by the trainer and bench/pretrain_throughput.py."""
+
+    learner: DiffBYOLA
+    model: torch.nn.Module  # the learner, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    logmel: LogMelSpectrogram
+    prenorm: Normalizer
+    augmenter: ViewAugmenter
+    aug_gen: torch.Generator
+    config: PretrainConfig
+    amp: bool
+
+
+def build_step_parts(config: PretrainConfig, norm: tuple[float, float], device: torch.device, rank: int = 0) -> StepParts:
+    t = config.train
+    if t.amp == "bf16" and device.type != "cuda":
+        raise ConfigError("train.amp=bf16 needs a CUDA device; use train.amp=auto or off on CPU")
+    torch.manual_seed(t.seed)  # same initial weights on every rank
+    learner = DiffBYOLA(AudioNTT2020.from_config(config.encoder), config.learner).to(device)
+    # channels_last: faster convolutions and pooling on CPU (oneDNN) and on GPU (cuDNN).
+    learner = learner.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
+    aug_gen = torch.Generator().manual_seed(t.seed * 7919 + rank)
+    torch.manual_seed(t.seed + 104729 * (rank + 1))  # dropout differs across ranks, as in any DDP run
+    return StepParts(learner=learner, model=learner, optimizer=optimizer,
+                     logmel=LogMelSpectrogram(config.frontend).to(device), prenorm=Normalizer(*norm),
+                     augmenter=ViewAugmenter(config.augment), aug_gen=aug_gen, config=config,
+                     amp=device.type == "cuda" and t.amp in ("auto", "bf16"))
+
+
+def training_step(parts: StepParts, wave: torch.Tensor) -> dict[str, torch.Tensor]:
+    """One step on a batch of waveforms (b, N): log-mel, views, losses, backward, Adam, EMA."""
+    lc = parts.config.learner
+    device = parts.logmel.mel_fb.device
+    wave = wave.to(device, non_blocking=True)
+    with torch.no_grad():
+        x = parts.prenorm(parts.logmel(wave)).unsqueeze(1)  # (b, 1, F, T)
+        v1, v2 = parts.augmenter(x, parts.aug_gen)
+    gamma = sample_gamma(v1.shape[0], lc.gamma_low, lc.gamma_high, parts.aug_gen) if lc.lam > 0 else None
+    with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if parts.amp else nullcontext():
+        terms = parts.model(v1, v2, gamma)
+    parts.optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    parts.optimizer.step()
+    parts.learner.update_target()
+    return terms
+
+
 def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, rank: int, world: int,
               device: torch.device) -> dict[str, Any]:
     distributed = world > 1
@@ -225,9 +276,8 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
     t = config.train
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    amp = device.type == "cuda" and t.amp in ("auto", "bf16")
-    if t.amp == "bf16" and device.type != "cuda":
-        raise ConfigError("train.amp=bf16 needs a CUDA device; use train.amp=auto or off on CPU")
+    else:
+        tune_cpu_allocator()
 
     source = open_corpus(t.corpus, config.frontend.sample_rate, embedded_size=t.embedded_size,
                          embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
@@ -251,14 +301,8 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
             dist.broadcast_object_list(box, src=0)
             norm = box[0]
 
-    torch.manual_seed(t.seed)  # same initial weights on every rank
-    learner = DiffBYOLA(AudioNTT2020.from_config(config.encoder), config.learner).to(device)
-    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
-    logmel = LogMelSpectrogram(config.frontend).to(device)
-    prenorm = Normalizer(*norm)
-    augmenter = ViewAugmenter(config.augment)
-    aug_gen = torch.Generator().manual_seed(t.seed * 7919 + rank)
-    torch.manual_seed(t.seed + 104729 * (rank + 1))  # dropout differs across ranks, as in any DDP run
+    parts = build_step_parts(config, norm, device, rank)
+    learner, optimizer, augmenter, aug_gen = parts.learner, parts.optimizer, parts.augmenter, parts.aug_gen
     start, wall_before = 0, 0.0
     if ckpt is not None:
         learner.load_state_dict(ckpt["model"])
@@ -275,9 +319,8 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
         elif is_main:
             print(f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {world} processes: "
                   "extra ranks start with a fresh Mixup memory")
-    model = learner
     if distributed:
-        model = torch.nn.parallel.DistributedDataParallel(
+        parts.model = torch.nn.parallel.DistributedDataParallel(
             learner, device_ids=[device.index] if device.type == "cuda" else None)
 
     n_samples = config.frontend.samples_for_frames(_crop_frames(config))
@@ -315,17 +358,7 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
     step = start
     learner.train()
     for wave in loader:
-        wave = wave.to(device, non_blocking=True)
-        with torch.no_grad():
-            x = prenorm(logmel(wave)).unsqueeze(1)  # (b, 1, F, T)
-            v1, v2 = augmenter(x, aug_gen)
-        gamma = sample_gamma(v1.shape[0], config.learner.gamma_low, config.learner.gamma_high, aug_gen) if lam > 0 else None
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if amp else nullcontext():
-            terms = model(v1, v2, gamma)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        optimizer.step()
-        learner.update_target()
+        terms = training_step(parts, wave)
         step += 1
         acc += torch.stack([terms["l_byol"], terms.get("l_diff", torch.zeros((), device=device)), terms["loss"].detach()])
         acc_n += 1

@@ -105,10 +105,25 @@ def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
-    assert calls == [8, 4]
+    assert calls == [12]  # one online pass over [v1, v2, w]: f(w) and f(v) share BatchNorm statistics
     assert out["loss"].item() == pytest.approx(0.5 * out["l_byol"].item() + 0.5 * out["l_diff"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="gamma"):
         learner(v1, v2)
+
+
+def test_difference_branch_follows_the_paper_equations():
+    # Recompute L_diff from the modules, the mix and y_hat = f(w) - gamma s(f(v)) written out by hand.
+    learner = small_learner(0.5).eval()  # eval: no dropout, BN from running stats, so passes are comparable
+    v1, v2 = views()
+    gamma = torch.tensor([0.4, 0.5, 0.6, 0.45])
+    out = learner(v1, v2, gamma=gamma)
+    enc, g, qh = learner.encoder, learner.projector, learner.diff_predictor
+    w = torch.log(gamma.view(4, 1, 1, 1) * torch.exp(torch.roll(v1, -1, 0)) + (1 - gamma.view(4, 1, 1, 1)) * torch.exp(v1))
+    f_v = enc(v1)
+    y_hat = enc(w) - gamma.view(4, 1) * torch.cat([f_v[1:], f_v[:1]])
+    z_other = learner.target_projector(learner.target_encoder(v2))
+    expected = (2 - 2 * torch.nn.functional.cosine_similarity(qh(g(y_hat)), z_other)).mean()
+    assert out["l_diff"].item() == pytest.approx(expected.item(), rel=1e-4)
 
 
 def test_target_gets_no_gradient_and_online_does():

@@ -1,0 +1,111 @@
+"""Pretraining step throughput and peak memory, lambda = 0 (BYOL-A) vs lambda = 0.5, in one process.
+
+Times the trainer's own ``training_step`` (log-mel, batched augmentation, online/target forward,
+backward, Adam, EMA) on random waveforms, so data loading is left out. The two settings are
+timed in alternating rounds so drift of the machine hits both alike; the figure is the median
+round. Peak memory: CUDA max allocated, or on CPU the peak resident set size sampled every 2 ms
+while that setting's rounds run (on top of what the process already held).
+
+    python bench/pretrain_throughput.py                    # paper config: d=2048, batch 64 per step
+    python bench/pretrain_throughput.py --d 512 --batch-size 32 --rounds 5
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import threading
+import time
+
+import torch
+
+from hear_diffbyola.config import PretrainConfig, apply_overrides
+from hear_diffbyola.runtime import tune_cpu_allocator
+from hear_diffbyola.train import build_step_parts, hardware_description, pick_device, training_step
+
+
+class RssPeak:
+    """Peak resident set size (bytes) of this process while the block runs, sampled from /proc."""
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval, self.peak, self._stop = interval, 0, threading.Event()
+        self._page = os.sysconf("SC_PAGE_SIZE")
+
+    def _rss(self) -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * self._page
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "RssPeak":
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--d", type=int, default=2048)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-allocator-tuning", action="store_true", help="leave glibc malloc at its defaults (CPU)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+
+    device = pick_device(args.device)
+    if device.type == "cpu" and not args.no_allocator_tuning:
+        tune_cpu_allocator()
+    cfg = {lam: PretrainConfig.from_dict(apply_overrides({}, [f"encoder.d={args.d}", f"learner.lam={lam}",
+                                                              f"train.batch_size={args.batch_size}"]))
+           for lam in (0.0, 0.5)}
+    parts = {lam: build_step_parts(c, (0.0, 1.0), device) for lam, c in cfg.items()}
+    n_samples = cfg[0.0].frontend.samples_for_frames(96)
+    wave = torch.randn(args.batch_size, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for p in parts.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, Mixup memory
+        for _ in range(2):
+            training_step(p, wave)
+    sync()
+    times = {lam: [] for lam in parts}
+    peaks = {lam: 0 for lam in parts}
+    for _ in range(args.rounds):
+        for lam, p in parts.items():
+            if device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(device)
+            with RssPeak() as rss:
+                t0 = time.perf_counter()
+                for _ in range(args.steps):
+                    training_step(p, wave)
+                sync()
+                times[lam].append((time.perf_counter() - t0) / args.steps)
+            peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
+            peaks[lam] = max(peaks[lam], peak)
+    res = {"hardware": hardware_description(device, 1), "torch": torch.__version__, "d": args.d,
+           "batch_size": args.batch_size, "allocator_tuning": device.type == "cpu" and not args.no_allocator_tuning,
+           "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS"}
+    for lam in parts:
+        step = statistics.median(times[lam])
+        res[f"lam{lam}"] = {"step_s": step, "clips_per_s": args.batch_size / step, "peak_mem_mib": peaks[lam] / 2**20}
+    res["step_ratio_lam0.5_over_lam0"] = res["lam0.5"]["step_s"] / res["lam0.0"]["step_s"]
+    print(json.dumps(res, indent=2))
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(res, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()

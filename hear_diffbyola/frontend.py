@@ -100,8 +100,8 @@ class LogMelSpectrogram(nn.Module):
         fb = mel_filterbank(config.n_fft // 2 + 1, config.f_min, config.f_max, config.n_mels, config.sample_rate)
         self.register_buffer("mel_fb", fb, persistent=False)
 
-    def forward(self, wave: torch.Tensor) -> torch.Tensor:
-        # wave: (B, N) or (N,) -> (B, n_mels, T)
+    def forward(self, wave: torch.Tensor, center: bool = True) -> torch.Tensor:
+        # wave: (B, N) or (N,) -> (B, n_mels, T); T = 1 + N // hop centred, 1 + (N - n_fft) // hop otherwise
         if wave.ndim == 1:
             wave = wave[None]
         c = self.config
@@ -109,7 +109,7 @@ class LogMelSpectrogram(nn.Module):
         with torch.autocast(device_type=wave.device.type, enabled=False):
             spec = torch.stft(
                 wave.float(), n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                window=self.window, center=True, pad_mode="reflect", return_complex=True,
+                window=self.window, center=center, pad_mode="reflect", return_complex=True,
             )  # (B, n_fft//2+1, T)
             power = spec.real.square() + spec.imag.square()
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, T)

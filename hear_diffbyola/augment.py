@@ -7,17 +7,21 @@ tensor ops per step. Random parameters are drawn on the CPU from an explicit ``t
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .dictconfig import DictConfig
+
 from .objectives import log_mixup_exp
 
 
 @dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(DictConfig):
+    section = "augment"
+
     mixup_ratio: float = 0.4  # alpha ~ U(0, ratio)
     mixup_memory: int = 2048  # past clips kept for Mixup
     virtual_crop_scale: tuple[float, float] = (1.0, 1.5)  # canvas (freq, time) relative to the input
@@ -41,14 +45,11 @@ class AugmentConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "AugmentConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown augment keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        # YAML has no tuples
+        return super().from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
     def to_dict(self) -> dict:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in super().to_dict().items()}
 
 
 def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:

@@ -1,13 +1,14 @@
 """Pretraining configuration: one dataclass per room, composed, read from YAML, overridden by 'section.key=value'."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from .augment import AugmentConfig
+from .dictconfig import DictConfig
 from .encoder import EncoderConfig
 from .frontend import FrontendConfig
 from .learner import LearnerConfig
@@ -18,7 +19,9 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
+    section = "train"
+
     corpus: str = "embedded"  # 'embedded', a folder of audio, or a .csv/.txt list of files
     embedded_size: int = 2000  # clips in the embedded corpus
     embedded_duration: float = 2.0  # seconds per embedded clip
@@ -73,8 +76,7 @@ class PretrainConfig:
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name in SECTIONS:
-            sec = getattr(self, name)
-            out[name] = sec.to_dict() if hasattr(sec, "to_dict") else asdict(sec)
+            out[name] = getattr(self, name).to_dict()
         return out
 
     @classmethod
@@ -88,7 +90,7 @@ class PretrainConfig:
             if not isinstance(sec, dict):
                 raise ConfigError(f"config section '{name}' must be a mapping, got {type(sec).__name__}")
             try:
-                kwargs[name] = klass.from_dict(sec) if hasattr(klass, "from_dict") else _build(klass, name, sec)
+                kwargs[name] = klass.from_dict(sec)
             except (TypeError, ValueError) as e:
                 raise ConfigError(str(e)) from e
         try:
@@ -98,14 +100,6 @@ class PretrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-def _build(klass, name: str, sec: dict):
-    known = {f.name for f in fields(klass)}
-    unknown = set(sec) - known
-    if unknown:
-        raise ConfigError(f"unknown {name} keys {sorted(unknown)}; valid keys: {sorted(known)}")
-    return klass(**sec)
 
 
 def load_yaml(path: str | Path) -> dict:

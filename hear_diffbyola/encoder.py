@@ -5,17 +5,21 @@ official state dict loads without remapping.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .dictconfig import DictConfig
 
 # Three MaxPool2d(2): one encoder frame covers 8 log-mel frames.
 TIME_REDUCTION = 8
 
 
 @dataclass(frozen=True)
-class EncoderConfig:
+class EncoderConfig(DictConfig):
+    section = "encoder"
+
     n_mels: int = 64
     d: int = 2048
 
@@ -24,17 +28,6 @@ class EncoderConfig:
             raise ValueError(f"EncoderConfig: n_mels must be a positive multiple of 8, got {self.n_mels}")
         if self.d <= 0:
             raise ValueError(f"EncoderConfig: d must be positive, got {self.d}")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EncoderConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown encoder keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:

@@ -7,19 +7,23 @@ torchaudio's ``MelSpectrogram`` that BYOL-A uses, without depending on torchaudi
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from .dictconfig import DictConfig
+
 
 @dataclass(frozen=True)
-class FrontendConfig:
+class FrontendConfig(DictConfig):
     """Log-mel parameters. Defaults are the paper's: 16 kHz, 25 ms window, 10 ms hop, 64 mels 50-8000 Hz.
 
     Official BYOL-A checkpoints were trained with ``n_fft = win_length = 1024`` and 60-7800 Hz;
     see :meth:`byola_v1`.
     """
+
+    section = "frontend"
 
     sample_rate: int = 16000
     n_fft: int = 400
@@ -46,17 +50,6 @@ class FrontendConfig:
     def byola_v1(cls) -> "FrontendConfig":
         """The front end of the official BYOL-A v1 checkpoints."""
         return cls(n_fft=1024, win_length=1024, hop_length=160, n_mels=64, f_min=60.0, f_max=7800.0)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "FrontendConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown front-end keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def n_frames(self, n_samples: int) -> int:
         """Frames the centred STFT gives for ``n_samples`` samples."""

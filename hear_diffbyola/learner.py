@@ -2,17 +2,21 @@
 from __future__ import annotations
 
 import copy
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
+
+from .dictconfig import DictConfig
 
 from .encoder import AudioNTT2020
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
 @dataclass(frozen=True)
-class LearnerConfig:
+class LearnerConfig(DictConfig):
+    section = "learner"
+
     lam: float = 0.5  # weight of L_diff; 0 = plain BYOL-A
     proj_hidden: int = 4096
     proj_dim: int = 256
@@ -29,17 +33,6 @@ class LearnerConfig:
             raise ValueError(f"learner.gamma_low/high must satisfy 0 < low <= high < 1, got {self.gamma_low}, {self.gamma_high}")
         if self.proj_hidden <= 0 or self.proj_dim <= 0:
             raise ValueError("learner.proj_hidden and learner.proj_dim must be positive")
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LearnerConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown learner keys {sorted(unknown)}; valid keys: {sorted(known)}")
-        return cls(**d)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 class MLP(nn.Module):

@@ -88,7 +88,7 @@ def test_running_stats_equal_direct_computation():
 def test_config_validation_and_byola_v1():
     with pytest.raises(ValueError, match="f_max"):
         FrontendConfig(f_max=9000.0)
-    with pytest.raises(ValueError, match="unknown front-end keys"):
+    with pytest.raises(ValueError, match="unknown frontend keys"):
         FrontendConfig.from_dict({"hop": 1})
     v1 = FrontendConfig.byola_v1()
     assert (v1.n_fft, v1.win_length, v1.hop_length, v1.f_min, v1.f_max) == (1024, 1024, 160, 60.0, 7800.0)

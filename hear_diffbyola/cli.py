@@ -47,6 +47,46 @@ def cmd_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_install_eval_tools(args: argparse.Namespace) -> int:
+    from .heartask import HeartaskError, install_eval_tools, missing_eval_imports
+
+    try:
+        for cmd in install_eval_tools(patch=not args.no_patch):
+            print(f"[hear-diffbyola] ran: {' '.join(cmd)}")
+    except HeartaskError as e:
+        print(f"hear-diffbyola install-eval-tools: error: {e}", file=sys.stderr)
+        return 2
+    if not args.no_patch:
+        print("[hear-diffbyola] heareval patched for event-task scoring (hear-eval-kit#432)")
+    missing = missing_eval_imports()
+    if missing:
+        print(f"[hear-diffbyola] still missing their imports {missing}: pip install 'hear-diffbyola[hear-eval]'")
+    return 0
+
+
+def cmd_s3prl(args: argparse.Namespace) -> int:
+    from .s3prl import S3prlError, run_downstream
+
+    try:
+        return run_downstream(args.runner_args)
+    except S3prlError as e:
+        print(f"hear-diffbyola s3prl: error: {e}", file=sys.stderr)
+        return 2
+
+
+def cmd_s3prl_install(args: argparse.Namespace) -> int:
+    from .s3prl import S3prlError, install, uninstall
+
+    try:
+        changed = uninstall(args.s3prl_root) if args.uninstall else install(args.s3prl_root, copy=args.copy)
+    except S3prlError as e:
+        print(f"hear-diffbyola s3prl-install: error: {e}", file=sys.stderr)
+        return 2
+    for line in changed or ["nothing to do: already " + ("uninstalled" if args.uninstall else "installed")]:
+        print(f"[hear-diffbyola] {line}")
+    return 0
+
+
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hear-diffbyola", description="Difference-aware BYOL-A: pretrain, export, evaluate.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -81,6 +121,34 @@ def make_parser() -> argparse.ArgumentParser:
 
     cf = sub.add_parser("config", help="print the default configuration as YAML")
     cf.set_defaults(func=cmd_config)
+
+    ie = sub.add_parser("install-eval-tools", help="pip-install heareval 2021.1.3 and hearvalidator 2021.0.6 (--no-deps)",
+                        description="Their declared pins cannot install on Python 3.11, so they go in with --no-deps; "
+                                    "what they import comes from the 'hear-eval' extra. Also patches one line of "
+                                    "heareval so event tasks score with pytorch-lightning 1.9.5 (idempotent).")
+    ie.add_argument("--no-patch", action="store_true", help="leave heareval unpatched (event-task scoring then fails)")
+    ie.set_defaults(func=cmd_install_eval_tools)
+
+    from .tasks.bgknown.cli import add_parser as add_bgknown_parser  # bgknown build|eval|export-heareval (tasks/bgknown)
+    add_bgknown_parser(sub)
+
+    from .tasks.apwd.cli import add_parser as add_apwd_parser  # apwd build|eval|table (tasks/apwd)
+    add_apwd_parser(sub)
+
+    # prefix_chars="+": every argument after 's3prl' (-m, -u, --help ...) goes to s3prl's runner untouched
+    s3 = sub.add_parser("s3prl", prefix_chars="+", add_help=False,
+                        help="run s3prl's downstream runner with the diffbyola upstreams registered "
+                             "(arguments are run_downstream.py's, e.g. -m train -u diffbyola -d emotion -c CONFIG -p EXPDIR)")
+    s3.add_argument("runner_args", nargs=argparse.REMAINDER)
+    s3.set_defaults(func=cmd_s3prl)
+
+    si = sub.add_parser("s3prl-install", help="link upstream/diffbyola into an s3prl tree and add it to s3prl/hub.py",
+                        description="For s3prl source checkouts: afterwards s3prl's own run_downstream.py knows "
+                                    "-u diffbyola. Idempotent; --uninstall reverses it exactly.")
+    si.add_argument("--s3prl-root", help="s3prl checkout (or its s3prl/ package folder); default: the installed s3prl")
+    si.add_argument("--copy", action="store_true", help="copy the upstream folder instead of linking it")
+    si.add_argument("--uninstall", action="store_true", help="remove the link (or copy) and the hub.py line")
+    si.set_defaults(func=cmd_s3prl_install)
     return p
 
 

@@ -97,17 +97,20 @@ def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int = 2, fn
     _check(model, wave, shifts)
     fn = fn or encoder_frames(model)
     step = TIME_REDUCTION // shifts
-    per_shift = []  # [shift][output] -> (B, n_k, D)
+    n_mel = model.frontend.config.n_frames(wave.shape[1])
+    total = sum((n_mel - k * step) // TIME_REDUCTION for k in range(shifts))  # later shifts may lack the last frame
+    # Chunks go straight into their interleaved slots (frame j of shift k is output j*S + k), so memory
+    # is the output plus one chunk, not several copies of the output (20-min clips).
+    outs: list[torch.Tensor] = []
     for k in range(shifts):
-        pieces = list(iter_chunks(model, wave, fn, k * step, chunk_frames))
-        per_shift.append([torch.cat(p, dim=1) for p in zip(*pieces)])
-    n0 = per_shift[0][0].shape[1]
-    total = sum(s[0].shape[1] for s in per_shift)  # later shifts may lack the last frame
-    outs = []
-    for o in range(len(per_shift[0])):
-        padded = [F.pad(s[o], (0, 0, 0, n0 - s[o].shape[1])) for s in per_shift]
-        stacked = torch.stack(padded, dim=2)  # (B, n0, S, D): frame j of shift k is output j*S + k
-        outs.append(stacked.reshape(stacked.shape[0], n0 * shifts, -1)[:, :total])
+        j = 0
+        for pieces in iter_chunks(model, wave, fn, k * step, chunk_frames):
+            if not outs:
+                outs = [p.new_empty(p.shape[0], total, p.shape[2]) for p in pieces]  # (B, total, D) each
+            n = pieces[0].shape[1]
+            for out, piece in zip(outs, pieces):
+                out[:, k + j * shifts:k + (j + n - 1) * shifts + 1:shifts] = piece
+            j += n
     return outs, frame_times_ms(model, total, shifts)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
@@ -90,3 +91,30 @@ class AudioNTT2020(nn.Module):
 def temporal_pool(frames: torch.Tensor) -> torch.Tensor:
     """BYOL-A pooling: mean over time + max over time. frames: (B, T, d) -> (B, d)."""
     return frames.mean(dim=1) + frames.amax(dim=1)
+
+
+def layer_frames(encoder: AudioNTT2020, x: torch.Tensor) -> list[torch.Tensor]:
+    """Frames from four depths: after each conv block and after the fc stack, each (B, T // 8, d).
+
+    No learned parameters are added, so every layer is the network's own feature, only reshaped:
+    conv block k's map (B, C, F/2^k, T/2^k) is max-pooled over time to one frame per 8 log-mel
+    frames (the pooling the later blocks apply to time), its mel axis is max-pooled to d/C bins
+    (bins repeated when the map has fewer), then flattened mel-major like the fc input. The last
+    entry equals ``encoder.frames(x)``. Requires d to be a multiple of C (64).
+    """
+    # x: (B, 1, F, T) -> 4 x (B, T // 8, d)
+    maps = encoder.conv_maps(x)
+    channels = maps[-1].shape[1]
+    if encoder.d % channels:
+        raise ValueError(f"layer_frames: d={encoder.d} is not a multiple of the {channels} conv channels, "
+                         "so the conv maps cannot be brought to d features; use d = 512, 1024 or 2048")
+    bins, n = encoder.d // channels, maps[-1].shape[3]
+    outs = []
+    for k, m in enumerate(maps):
+        step = 2 ** (len(maps) - 1 - k)  # time reduction still ahead of block k
+        if step > 1:
+            m = F.max_pool2d(m, kernel_size=(1, step))  # (B, C, F_k, T // 8)
+        m = F.adaptive_max_pool2d(m, (bins, n))  # (B, C, d / C, T // 8)
+        outs.append(encoder.flatten_frames(m))
+    outs.append(encoder.fc(encoder.flatten_frames(maps[-1])))
+    return outs

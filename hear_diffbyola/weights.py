@@ -24,7 +24,12 @@ FORMAT = "hear-diffbyola/1"
 HEADER_KEY = "hear_diffbyola"
 # Normalisation statistics the BYOL-A authors use with their official checkpoints.
 BYOLA_V1_NORM = (-5.4919195, 5.0389895)
-DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "diffbyola_lam0.5.safetensors"
+# Shipped weights live in the checkout's top-level `weights/` folder (also what an editable install
+# sees); a regular install puts that folder inside the package as `hear_diffbyola/_weights/`
+# (pyproject package-dir mapping), because the name `weights` is taken by this module.
+_PACKAGE_DIR = Path(__file__).resolve().parent
+WEIGHTS_DIR = _PACKAGE_DIR / "_weights" if (_PACKAGE_DIR / "_weights").is_dir() else _PACKAGE_DIR.parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "diffbyola_lam0.5.safetensors"
 
 
 class WeightsError(ValueError):

@@ -1,0 +1,125 @@
+"""HEAR embedding speed and memory: audio-seconds per second, and peak RSS versus clip length.
+
+    python bench/embed_throughput.py                      # shipped default weights (else random d=2048)
+    python bench/embed_throughput.py --weights W.safetensors --batch 8 --minutes 1 5 20
+
+Throughput: get_scene_embeddings and get_timestamp_embeddings on a batch of 10-s clips and on one
+20-minute clip, median of --repeats runs, reported as audio-seconds per second of wall time, and
+as ratios (timestamps / scene cost; long clip / short clips throughput), which survive a shared CPU.
+Memory: each clip length runs in a fresh child process; the figure is the child's peak RSS
+(os.wait4 rusage), and the growth over the child's RSS before embedding (model + audio loaded).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+
+from hear_diffbyola import get_scene_embeddings, get_timestamp_embeddings, load_model
+from hear_diffbyola.encoder import AudioNTT2020
+from hear_diffbyola.frontend import Frontend, FrontendConfig
+from hear_diffbyola.weights import DEFAULT_WEIGHTS, PretrainedModel
+
+SR = 16000
+
+
+def make_model(weights: str | None, d: int) -> tuple[PretrainedModel, str]:
+    """The given or shipped weights; else a random encoder (speed and memory do not depend on the values)."""
+    path = weights or (str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else None)
+    if path:
+        return load_model(path), path
+    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), AudioNTT2020(64, d), {})
+    return model, f"random AudioNTT2020 d={d}"
+
+
+def audio(n_sounds: int, seconds: float) -> torch.Tensor:
+    return (torch.rand(n_sounds, int(seconds * SR), generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.3
+
+
+def timed(fn, wave: torch.Tensor, model: PretrainedModel, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn(wave, model)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def child_memory(args: argparse.Namespace) -> None:
+    torch.set_num_threads(args.threads)
+    model, _ = make_model(args.weights, args.d)
+    wave = audio(1, args.child_minutes * 60)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn = get_scene_embeddings if args.child_mode == "scene" else get_timestamp_embeddings
+    fn(wave, model)
+    print(before, flush=True)  # kB; the parent reads the peak from wait4
+
+
+def measure_memory(args: argparse.Namespace, minutes: float, mode: str) -> tuple[float, float]:
+    """(peak RSS, growth over the pre-embedding RSS) in MiB of a fresh process embedding one clip."""
+    cmd = [sys.executable, __file__, "--child-minutes", str(minutes), "--child-mode", mode, "--threads",
+           str(args.threads), "--d", str(args.d)] + (["--weights", args.weights] if args.weights else [])
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"memory child for {minutes} min {mode} failed (exit {proc.returncode})")
+    peak = usage.ru_maxrss / 1024
+    return peak, peak - int(out.split()[-1]) / 1024
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", help="weights file (default: the shipped default, else a random d=2048 encoder)")
+    p.add_argument("--d", type=int, default=2048, help="d of the random encoder when no weights file exists")
+    p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
+    p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
+    p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is kept")
+    p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--child-minutes", type=float, help=argparse.SUPPRESS)
+    p.add_argument("--child-mode", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child_minutes is not None:
+        return child_memory(args)
+
+    # Memory first: Linux carries the parent's peak RSS into a child's ru_maxrss across fork/exec, so the
+    # parent must be lighter than any child (torch only, ~220 MB) when it starts them.
+    memory = {minutes: [measure_memory(args, minutes, mode) for mode in ("scene", "timestamp")]
+              for minutes in args.minutes}
+    torch.set_num_threads(args.threads)
+    model, source = make_model(args.weights, args.d)
+    print(f"# {source}; torch {torch.__version__}; {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+    short, long = audio(args.batch, 10.0), audio(1, args.long_minutes * 60)
+    get_scene_embeddings(short[:1], model)  # warm-up: allocator, kernels
+    rows = {}
+    for label, wave in ((f"{args.batch} x 10 s", short), (f"1 x {args.long_minutes:g} min", long)):
+        secs = wave.numel() / SR
+        reps = args.repeats if secs <= 600 else 1
+        rows[label] = (secs / timed(get_scene_embeddings, wave, model, reps),
+                       secs / timed(get_timestamp_embeddings, wave, model, reps))
+    print("\n| input | scene audio-s/s | timestamp audio-s/s | timestamp / scene cost |")
+    print("|---|---|---|---|")
+    for label, (scene, stamps) in rows.items():
+        print(f"| {label} | {scene:.1f} | {stamps:.1f} | {scene / stamps:.2f} |")
+    (s_short, t_short), (s_long, t_long) = rows.values()
+    print(f"\nlong / short throughput: scene {s_long / s_short:.2f}, timestamps {t_long / t_short:.2f}")
+
+    print("\n| clip | scene peak RSS (growth) MiB | timestamps peak RSS (growth) MiB |")
+    print("|---|---|---|")
+    for minutes, cells in memory.items():
+        print(f"| {minutes:g} min | " + " | ".join(f"{peak:.0f} ({grow:+.0f})" for peak, grow in cells) + " |")
+    print(f"# load average at the end {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

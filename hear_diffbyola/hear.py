@@ -1,0 +1,189 @@
+"""The HEAR 2021 API: ``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``.
+
+A thin layer over the core: weights come from :func:`hear_diffbyola.weights.load_pretrained`,
+frames from :func:`hear_diffbyola.embed.dense_frames` and clip embeddings from
+:func:`hear_diffbyola.embed.clip_embedding`. What this module adds is the HEAR contract:
+input checks, padding rules, sub-batching, output shapes and dtypes.
+
+Timestamps. The encoder's native frame is 80 ms (three 2x poolings of a 10 ms log-mel), above
+HEAR's 50 ms. ``dense_frames(shifts=2)`` runs the encoder a second time on the log-mel shifted by
+4 frames and interleaves the two: one frame every 40 ms, each computed by exactly the same
+operations as a native frame and centred on its own timestamp (frame k covers log-mel frames
+[4k, 4k + 8), centre 35 + 40k ms). Cost: 2x the encoder.
+
+Padding rules (documented in README "HEAR API"):
+
+* timestamps: the clip is zero-padded at the end only as far as needed to compute every frame whose
+  centre lies inside the clip; frames centred past the end are dropped. So the timestamps are
+  35, 75, 115, ... ms, never past the end of the audio.
+* a clip too short to hold the first frame centre (< 35 ms at 16 kHz) is zero-padded on both sides
+  so that it sits centred under the first frame, and gives exactly one timestamp: the clip's centre.
+* scene embeddings: a clip shorter than one encoder frame (70 ms) is zero-padded on both sides to
+  that length; longer clips are used as they are (BYOL-A: mean + max over all whole frames).
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .embed import CONTEXT, DEFAULT_CHUNK, clip_embedding, dense_frames, frame_times_ms, min_samples
+from .encoder import TIME_REDUCTION
+from .weights import PretrainedModel, load_pretrained
+
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "SHIFTS"]
+
+SHIFTS = 2  # encoder passes on shifted log-mels: hop 80 / 2 = 40 ms, within HEAR's 50 ms
+# Peaks above this (6 dB over full scale) almost always mean unscaled integer PCM; below it,
+# resampling overshoot is common and harmless, so stay quiet.
+LOUD_PEAK = 2.0
+# Log-mel frames (10 ms each) per encoder pass over a sub-batch: about 35 kB of activations per
+# frame at d = 2048 on CPU, so ~0.6 GB, whatever the batch size and clip length.
+FRAME_BUDGET = 16384
+CHUNK_FRAMES = DEFAULT_CHUNK  # encoder frames per chunk along time (embed.py: chunked == unchunked)
+
+
+def load_model(model_file_path: str | Path = "", *, norm_mean: float | None = None, norm_std: float | None = None,
+               device: str | torch.device = "cpu") -> PretrainedModel:
+    """HEAR ``load_model``: a ``torch.nn.Module`` with ``sample_rate``, ``scene_embedding_size``,
+    ``timestamp_embedding_size``.
+
+    ``model_file_path``: ``""`` -> the shipped default (lambda = 0.5); a ``.safetensors`` from
+    ``hear-diffbyola export``; or an official BYOL-A v1 ``AudioNTT2020-BYOLA-64x96d*.pth`` (its own
+    front end, stats -5.4919195 / 5.0389895). ``norm_mean`` / ``norm_std`` override the
+    normalisation stats of either format (heareval: ``--model-options '{"norm_mean": ...}'``).
+    Raises :class:`hear_diffbyola.weights.WeightsError` naming the file for missing, corrupt or
+    wrong-shaped weights.
+    """
+    model = load_pretrained(model_file_path or None, norm_mean=norm_mean, norm_std=norm_std, device=device)
+    model.scene_embedding_size = int(model.encoder.d)
+    model.timestamp_embedding_size = int(model.encoder.d)
+    return model
+
+
+def _check_audio(audio: torch.Tensor, model: PretrainedModel, caller: str) -> None:
+    """Raise for input the HEAR contract rules out; warn (never clip) for implausibly loud audio."""
+    if not isinstance(model, PretrainedModel):
+        raise TypeError(f"{caller}: model must come from hear_diffbyola.load_model(), got {type(model).__name__}")
+    if not isinstance(audio, torch.Tensor):
+        raise TypeError(f"{caller}: audio must be a torch.Tensor of shape (n_sounds, n_samples), got "
+                        f"{type(audio).__name__}; wrap a numpy array with torch.from_numpy")
+    if audio.ndim != 2:
+        hint = "; add the batch axis with audio[None]" if audio.ndim == 1 else ""
+        raise ValueError(f"{caller}: audio must have shape (n_sounds, n_samples), got {tuple(audio.shape)}{hint}")
+    if not audio.is_floating_point():
+        raise TypeError(f"{caller}: audio must be floating point in [-1, 1], got {audio.dtype}; "
+                        "scale integer PCM first, e.g. audio.float() / 32768 for int16")
+    if audio.shape[0] and audio.shape[1] == 0:
+        raise ValueError(f"{caller}: audio has {audio.shape[0]} sounds of 0 samples; nothing to embed")
+    if audio.numel() == 0:
+        return
+    # Reductions only, no full-size temporaries (the batch may be many 20-min clips): max and min
+    # propagate NaN and carry Inf, so they detect both.
+    peaks = torch.maximum(audio.amax(dim=1), -audio.amin(dim=1))  # (n_sounds,)
+    finite = torch.isfinite(peaks)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(f"{caller}: audio contains NaN or Inf in sound(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
+    loud = torch.nonzero(peaks > LOUD_PEAK).flatten().tolist()
+    if loud:
+        warnings.warn(f"{caller}: sound(s) {loud[:10]} peak at up to {float(peaks.max()):.4g}, far outside the HEAR "
+                      "range [-1, 1]; embedding them unclipped (scale integer PCM by 1/32768)", stacklevel=3)
+
+
+def _device(model: PretrainedModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _sub_batches(model: PretrainedModel, audio: torch.Tensor, n_padded: int) -> Iterator[torch.Tensor]:
+    """Slices of the batch whose encoder chunks hold about FRAME_BUDGET log-mel frames together,
+    moved to the model's device one at a time, so memory grows with neither batch nor clip length."""
+    per_sound = min(model.frontend.config.n_frames(n_padded), CHUNK_FRAMES * TIME_REDUCTION + 2 * CONTEXT)
+    size = max(1, FRAME_BUDGET // per_sound)
+    device = _device(model)
+    for i in range(0, audio.shape[0], size):
+        yield audio[i:i + size].to(device=device, dtype=torch.float32)
+
+
+def _pad(wave: torch.Tensor, left: int, right: int) -> torch.Tensor:
+    # zero padding; no copy when none is needed (a 20-min clip is 77 MB)
+    return F.pad(wave, (left, right)) if left or right else wave
+
+
+class _EvalMode:
+    """Embed in eval mode (fc dropout off, BN running stats) and give back the caller's mode."""
+
+    def __init__(self, model: PretrainedModel) -> None:
+        self.model = model
+
+    def __enter__(self) -> None:
+        self.was_training = self.model.training
+        self.model.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        self.model.train(self.was_training)
+
+
+def timestamp_plan(model: PretrainedModel, n_samples: int) -> tuple[int, int, torch.Tensor]:
+    """(left pad, right pad, centre times in ms (n,)) for a clip of ``n_samples``: see the module docstring."""
+    fe = model.frontend.config
+    step = TIME_REDUCTION // SHIFTS  # log-mel frames between timestamps
+    # Frame k is centred on sample (k * step + 3.5) * hop; compare doubled values to stay in integers.
+    twice_first = (TIME_REDUCTION - 1) * fe.hop_length
+    if 2 * n_samples < twice_first:
+        # No frame centre inside the clip: centre the clip under frame 0 instead.
+        left = (twice_first - n_samples) // 2
+        right = min_samples(model, SHIFTS) - left - n_samples
+        return left, right, torch.tensor([n_samples * 500.0 / fe.sample_rate], dtype=torch.float64)
+    n_frames = (2 * n_samples - twice_first) // (2 * step * fe.hop_length) + 1
+    # Frame n_frames - 1 needs log-mel frames up to (n_frames - 1) * step + 8.
+    needed = max(fe.samples_for_frames((n_frames - 1) * step + TIME_REDUCTION), min_samples(model, SHIFTS))
+    return 0, max(0, needed - n_samples), frame_times_ms(model, n_frames, SHIFTS)
+
+
+def get_timestamp_embeddings(audio: torch.Tensor, model: PretrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
+    """HEAR timestamp embeddings every 40 ms.
+
+    audio: (n_sounds, n_samples) float at ``model.sample_rate``, in [-1, 1].
+    Returns embeddings (n_sounds, n_timestamps, D) float32 and centre times in ms
+    (n_sounds, n_timestamps) float32, both on the model's device.
+    """
+    _check_audio(audio, model, "get_timestamp_embeddings")
+    device, d = _device(model), int(model.encoder.d)
+    n_sounds, n = audio.shape
+    if n_sounds == 0:
+        return torch.zeros(0, 0, d, device=device), torch.zeros(0, 0, device=device)
+    left, right, times = timestamp_plan(model, n)
+    out = []
+    with torch.no_grad(), _EvalMode(model):
+        for wave in _sub_batches(model, audio, left + n + right):
+            (frames,), _ = dense_frames(model, _pad(wave, left, right), shifts=SHIFTS,
+                                       chunk_frames=CHUNK_FRAMES)  # (b, >= n_t, d)
+            out.append(frames[:, :len(times)].float())
+    stamps = times.to(device=device, dtype=torch.float32)
+    # one sub-batch (a long clip): no concatenated copy of a possibly large output
+    return (out[0] if len(out) == 1 else torch.cat(out)), stamps.expand(n_sounds, -1).contiguous()
+
+
+def get_scene_embeddings(audio: torch.Tensor, model: PretrainedModel) -> torch.Tensor:
+    """HEAR scene embeddings: BYOL-A's mean + max over time of the encoder frames of the whole clip,
+    computed in chunks (memory does not grow with the clip length).
+
+    audio: (n_sounds, n_samples) float at ``model.sample_rate``, in [-1, 1] -> (n_sounds, D) float32
+    on the model's device.
+    """
+    _check_audio(audio, model, "get_scene_embeddings")
+    device, d = _device(model), int(model.encoder.d)
+    n_sounds, n = audio.shape
+    if n_sounds == 0:
+        return torch.zeros(0, d, device=device)
+    short = max(0, min_samples(model, 1) - n)
+    left, right = short // 2, short - short // 2
+    out = []
+    with torch.no_grad(), _EvalMode(model):
+        for wave in _sub_batches(model, audio, n + short):
+            out.append(clip_embedding(model, _pad(wave, left, right), chunk_frames=CHUNK_FRAMES).float())  # (b, d)
+    return torch.cat(out)

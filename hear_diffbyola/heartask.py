@@ -1,0 +1,185 @@
+"""HEAR-format tasks from the embedded corpus, and installing the HEAR evaluation tools.
+
+``write_hear_task`` writes the layout hear-eval-kit's embedding runner reads::
+
+    <task>/task_metadata.json       task_name, embedding_type, prediction_type, split_mode, splits, ...
+    <task>/labelvocabulary.csv      idx,label
+    <task>/<split>.json             scene: {file: [label]}; event: {file: [{label, start, end}]} (ms)
+    <task>/<rate>/<split>/<file>    16-bit mono WAV
+
+``install_eval_tools`` installs heareval 2021.1.3 and hearvalidator 2021.0.6 with ``--no-deps``: their
+declared pins (numpy==1.19.2, numba==0.48, Python < 3.9) cannot install on Python 3.11, while the
+modules they import install fine (pyproject extra ``hear-eval``). It then patches one line of
+heareval (``patch_heareval``) so its event-task scoring runs with pytorch-lightning 1.9.5.
+"""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .audio import write_audio
+from .corpus.synthetic import EVENT_CLASSES, SCENE_CLASSES, render_event, render_scene
+
+__all__ = ["write_hear_task", "install_eval_tools", "patch_heareval", "HeartaskError"]
+
+HEAREVAL = "heareval==2021.1.3"
+HEARVALIDATOR = "hearvalidator==2021.0.6"
+# hear-eval-kit issue #432: Lightning >= 1.6 made fit_loop.current_epoch read-only, so scoring an
+# event task dies with KeyError/AttributeError. The replacement sets the counter it reads from.
+_HEAREVAL_BUG = "trainer.fit_loop.current_epoch = grid_point.epoch"
+_HEAREVAL_FIX = ("trainer.fit_loop.epoch_progress.current.completed = grid_point.epoch"
+                 "  # patched by hear-diffbyola install-eval-tools (hear-eval-kit#432)")
+# What heareval/hearvalidator import at module level, from the `hear-eval` extra.
+_EVAL_IMPORTS = ("tensorflow", "pytorch_lightning", "sed_eval", "dcase_util", "intervaltree", "slugify", "sklearn",
+                 "pandas", "torchinfo", "more_itertools", "click")
+
+# An event's annotated extent: where it rises above this level relative to its own peak. The
+# embedded corpus puts events over a -60 dB floor, so -30 dB separates them cleanly.
+_EVENT_THRESHOLD_DB = -30.0
+_BACKGROUND_PEAK = 0.05  # quiet scene under event-task clips
+
+
+class HeartaskError(RuntimeError):
+    """Writing a task or installing the evaluation tools failed; the message says why and what to do."""
+
+
+def _render(label: str, rng: np.random.Generator, sample_rate: int, duration: float) -> np.ndarray:
+    if label in SCENE_CLASSES:
+        return render_scene(label, rng, sample_rate, duration)
+    return render_event(label, rng, sample_rate, duration)
+
+
+def _event_extent(x: np.ndarray) -> tuple[int, int]:
+    """[first, last] sample of a rendered event clip above _EVENT_THRESHOLD_DB of its peak."""
+    above = np.flatnonzero(np.abs(x) >= np.abs(x).max() * 10.0 ** (_EVENT_THRESHOLD_DB / 20.0))
+    return int(above[0]), int(above[-1])
+
+
+def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequence[str] | None = None,
+                    n_per_label: int = 4, duration: float = 2.0, events_per_clip: int = 2,
+                    splits: Sequence[str] = ("train", "valid", "test"), sample_rate: int = 16000,
+                    seed: int = 0, task_name: str | None = None) -> Path:
+    """Write a small HEAR task rendered from the embedded corpus into ``out_dir`` (the task folder).
+
+    ``kind="scene"``: one clip of ``duration`` s per item, multiclass, ``n_per_label`` clips per label
+    and split; labels default to the corpus's scene classes and may be any event or scene class.
+    ``kind="event"``: clips of ``duration`` s, each holding ``events_per_clip`` events in disjoint
+    slots over a quiet scene, multilabel, each label ``n_per_label`` times per split; an event's
+    start/end are where it exceeds -30 dB of its own peak. Deterministic in ``seed``.
+    Returns ``out_dir``.
+    """
+    if kind not in ("scene", "event"):
+        raise ValueError(f"write_hear_task: kind must be 'scene' or 'event', got {kind!r}")
+    valid = (*SCENE_CLASSES, *EVENT_CLASSES) if kind == "scene" else EVENT_CLASSES
+    labels = list(labels) if labels is not None else list(SCENE_CLASSES if kind == "scene" else EVENT_CLASSES[:4])
+    if not labels or len(set(labels)) != len(labels) or any(lab not in valid for lab in labels):
+        raise ValueError(f"write_hear_task: labels of a {kind} task must be distinct names from {sorted(valid)}; "
+                         f"got {labels}")
+    if n_per_label < 1 or events_per_clip < 1 or duration <= 0 or not splits:
+        raise ValueError(f"write_hear_task: need n_per_label >= 1, events_per_clip >= 1, duration > 0 and at least "
+                         f"one split; got {n_per_label}, {events_per_clip}, {duration}, {list(splits)}")
+    out = Path(out_dir)
+    slot = int(round(duration * sample_rate)) // events_per_clip  # samples per event slot (event tasks)
+    if kind == "event" and slot < sample_rate // 20:
+        raise ValueError(f"write_hear_task: {events_per_clip} events in {duration} s leaves slots under 50 ms")
+    for s, split in enumerate(splits):
+        rng = np.random.default_rng([seed, s])
+        plan = [lab for lab in labels for _ in range(n_per_label)]
+        rng.shuffle(plan)
+        items: dict[str, object] = {}
+        if kind == "scene":
+            for i, label in enumerate(plan):
+                name = f"{split}_{i:04d}.wav"
+                write_audio(out / str(sample_rate) / split / name, _render(label, rng, sample_rate, duration), sample_rate)
+                items[name] = [label]
+        else:
+            for i in range(math.ceil(len(plan) / events_per_clip)):
+                scene = SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
+                x = render_scene(scene, rng, sample_rate, duration)
+                x *= _BACKGROUND_PEAK / np.abs(x).max()
+                events = []
+                for k, label in enumerate(plan[i * events_per_clip:(i + 1) * events_per_clip]):
+                    ev = render_event(label, rng, sample_rate, slot / sample_rate)
+                    x[k * slot:(k + 1) * slot] += ev
+                    a, b = _event_extent(ev)
+                    events.append({"label": label, "start": (k * slot + a) * 1000.0 / sample_rate,
+                                   "end": (k * slot + b + 1) * 1000.0 / sample_rate})
+                name = f"{split}_{i:04d}.wav"
+                write_audio(out / str(sample_rate) / split / name, np.clip(x, -1.0, 1.0), sample_rate)
+                items[name] = events
+        (out / f"{split}.json").write_text(json.dumps(items, indent=1))
+    with open(out / "labelvocabulary.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["idx", "label"])
+        w.writerows(enumerate(labels))
+    metadata = {
+        "task_name": task_name or out.name, "version": "hear-diffbyola-synthetic", "mode": "full",
+        "embedding_type": kind, "prediction_type": "multiclass" if kind == "scene" else "multilabel",
+        "split_mode": "trainvaltest" if list(splits) == ["train", "valid", "test"] else "presplit_kfold",
+        "splits": list(splits), "sample_duration": float(duration), "sample_rate": sample_rate,
+        "evaluation": ["top1_acc"] if kind == "scene" else ["event_onset_200ms_fms", "segment_1s_er"],
+        "source": f"hear_diffbyola.heartask.write_hear_task(seed={seed}) from the embedded corpus",
+    }
+    (out / "task_metadata.json").write_text(json.dumps(metadata, indent=1))
+    return out
+
+
+def _module_file(name: str) -> Path | None:
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin) if spec and spec.origin else None
+
+
+def patch_heareval() -> str:
+    """Apply the one-line event-scoring fix to the installed heareval; idempotent.
+
+    Returns 'patched', 'already patched'; raises HeartaskError when heareval is missing or its
+    source differs from 2021.1.3.
+    """
+    try:
+        path = _module_file("heareval.predictions.task_predictions")
+    except ModuleNotFoundError:
+        path = None
+    if path is None:
+        raise HeartaskError("heareval is not installed; run 'hear-diffbyola install-eval-tools'")
+    text = path.read_text()
+    if _HEAREVAL_FIX in text:
+        return "already patched"
+    if text.count(_HEAREVAL_BUG) != 1:
+        raise HeartaskError(f"{path}: expected exactly one line '{_HEAREVAL_BUG}' ({HEAREVAL}); found "
+                            f"{text.count(_HEAREVAL_BUG)}: another heareval version? Reinstall {HEAREVAL}")
+    path.write_text(text.replace(_HEAREVAL_BUG, _HEAREVAL_FIX))
+    return "patched"
+
+
+def install_eval_tools(patch: bool = True) -> list[list[str]]:
+    """pip-install heareval and hearvalidator (no deps) into this Python's environment, then patch heareval.
+
+    Returns the pip commands run. Their imports come from the ``hear-eval`` extra:
+    ``pip install "hear-diffbyola[hear-eval]"``.
+    """
+    commands = [
+        [sys.executable, "-m", "pip", "install", "--no-deps", HEAREVAL],
+        # 2021.0.6 declares Python < 3.9 but is pure Python and runs on 3.11; pip alone would pick 2021.0.2.
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-requires-python", HEARVALIDATOR],
+    ]
+    for cmd in commands:
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise HeartaskError(f"'{' '.join(cmd)}' failed (exit {res.returncode}):\n{res.stderr[-2000:]}")
+    if patch:
+        importlib.invalidate_caches()  # heareval was just installed into this process's site-packages
+        patch_heareval()
+    return commands
+
+
+def missing_eval_imports() -> list[str]:
+    """Modules heareval/hearvalidator import that this environment lacks (the ``hear-eval`` extra)."""
+    return [m for m in _EVAL_IMPORTS if importlib.util.find_spec(m) is None]

@@ -1,0 +1,114 @@
+"""s3prl upstream expert: DiffBYOL-A frame-level hidden states every 40 ms from four depths of the encoder.
+
+A thin adapter over hear_diffbyola: weights from ``weights.load_pretrained``, frames from
+``embed.dense_frames`` with ``encoder.layer_frames``; it holds no model code of its own. It
+imports ``hear_diffbyola`` absolutely so it runs both as ``hear_diffbyola.s3prl_upstream.expert``
+and, after ``hear-diffbyola s3prl-install``, as ``s3prl.upstream.diffbyola.expert``.
+
+Hidden states (4 layers, each (B, T, d)): after conv blocks 1, 2, 3 and after the fc stack, on the
+encoder's frame grid; see ``encoder.layer_frames`` for how a conv map becomes d features.
+Frames: two encoder passes shifted by 40 ms, interleaved (``embed.dense_frames(shifts=2)``), so
+frame i is centred at 35 + 40 i ms, like the HEAR module's timestamps; downsample rate 640
+samples at 16 kHz. s3prl's byol_a gives one vector per second instead.
+
+Lengths follow s3prl's convention: for a batch whose longest wav has N samples, T = ceil(N / 640)
+(at least 1), one frame per 640-sample step starting inside the audio, exactly what
+``S3PRLUpstream`` expects (``len(range(0, N, 640))``) and per item ceil(n / 640), what it reports
+as valid lengths. The batch is zero-padded at the end far enough for frame T - 1 to exist (fewer
+than 1120 samples past N, and at least to ``embed.min_samples``), so a wav shorter than one frame gets
+one. Frames whose receptive field ends past an item's last sample see zero padding, as silence.
+
+The model stays frozen in eval mode (BatchNorm running statistics, no dropout) whatever
+``train()`` the caller sets, and no gradient flows into it: s3prl's ``-f`` does not fine-tune it.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from hear_diffbyola.embed import dense_frames, min_samples
+from hear_diffbyola.encoder import TIME_REDUCTION, layer_frames
+from hear_diffbyola.weights import load_pretrained
+
+SAMPLE_RATE = 16000  # s3prl feeds 16 kHz waveforms
+SHIFTS = 2  # encoder passes per 80 ms frame: hop 40 ms, the HEAR module's timestamp hop
+OPTIONS = ("norm_mean", "norm_std")  # model_config / extra_conf keys, passed to load_pretrained
+
+
+def read_model_config(model_config: str | Path | dict | None) -> dict[str, float]:
+    """s3prl's ``-g`` file (YAML) or an ``extra_conf`` dict: optional ``norm_mean`` / ``norm_std`` overrides."""
+    if model_config is None or model_config == "":
+        return {}
+    if isinstance(model_config, dict):
+        data = model_config
+    else:
+        import yaml
+
+        path = Path(model_config)
+        if not path.is_file():
+            raise FileNotFoundError(f"diffbyola model_config {path} does not exist; it is an optional YAML file "
+                                    f"with keys {list(OPTIONS)} (s3prl runner: -g PATH)")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"diffbyola model_config {path}: expected a mapping with keys {list(OPTIONS)}, "
+                             f"got {type(data).__name__}")
+    unknown = sorted(set(data) - set(OPTIONS))
+    if unknown:
+        raise ValueError(f"diffbyola model_config: unknown keys {unknown}; valid keys: {list(OPTIONS)}")
+    return {k: float(v) for k, v in data.items()}
+
+
+class UpstreamExpert(nn.Module):
+    def __init__(self, ckpt: str | Path | None = None, model_config: str | Path | dict | None = None,
+                 **kwargs: Any) -> None:
+        """``ckpt``: our ``.safetensors`` or an official BYOL-A ``.pth`` (None: the shipped weights).
+        ``model_config`` / keyword arguments: optional ``norm_mean``, ``norm_std``."""
+        super().__init__()
+        kwargs.pop("refresh", None)  # s3prl passes it; nothing is downloaded
+        unknown = sorted(set(kwargs) - set(OPTIONS))
+        if unknown:
+            raise TypeError(f"diffbyola UpstreamExpert: unexpected arguments {unknown}; "
+                            f"accepted: ckpt, model_config, refresh, {', '.join(OPTIONS)}")
+        options = {**read_model_config(model_config), **{k: float(v) for k, v in kwargs.items()}}
+        self.model = load_pretrained(ckpt or None, **options)
+        if self.model.sample_rate != SAMPLE_RATE:
+            raise ValueError(f"diffbyola: weights {ckpt} expect {self.model.sample_rate} Hz audio, "
+                             f"s3prl feeds {SAMPLE_RATE} Hz")
+        self.downsample_rate = self.model.frontend.config.hop_length * TIME_REDUCTION // SHIFTS
+        self.min_samples = min_samples(self.model, SHIFTS)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> "UpstreamExpert":
+        super().train(mode)
+        self.model.eval()  # a frozen feature extractor: S3PRLUpstream calls train() after its probe
+        return self
+
+    def get_downsample_rates(self, key: str = "hidden_states") -> int:
+        return self.downsample_rate
+
+    def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return layer_frames(self.model.encoder, x)
+
+    def forward(self, wavs: list[torch.Tensor]) -> dict[str, Any]:
+        # wavs: B x (N_i,) at 16 kHz -> hidden_states: 4 x (B, T, d), T = ceil(max N_i / 640) (at least 1)
+        if len(wavs) == 0:
+            raise ValueError("diffbyola: empty batch (no waveforms)")
+        for i, w in enumerate(wavs):
+            if w.ndim != 1:
+                raise ValueError(f"diffbyola: waveform {i} has shape {tuple(w.shape)}; s3prl upstreams take "
+                                 "1-D mono 16 kHz tensors")
+        longest = max(w.shape[0] for w in wavs)
+        # s3prl's convention: one frame per 640-sample step starting inside the audio, T = ceil(N / 640)
+        t = max(1, -(-longest // self.downsample_rate))
+        # dense frame t - 1 reads log-mel frames up to (t - 1) * step + 7: pad with zeros that far
+        step = TIME_REDUCTION // SHIFTS
+        n = max(longest, self.min_samples, self.model.frontend.config.samples_for_frames((t - 1) * step + TIME_REDUCTION))
+        batch = wavs[0].new_zeros(len(wavs), n, dtype=torch.float32)  # (B, n)
+        for i, w in enumerate(wavs):
+            batch[i, :w.shape[0]] = w
+        hidden, _ = dense_frames(self.model, batch, shifts=SHIFTS, fn=self._layers)
+        hidden = [h[:, :t] for h in hidden]
+        return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}

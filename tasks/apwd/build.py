@@ -44,7 +44,7 @@ SPLIT_NAMES = ("dev", "eval")
 
 @dataclass(frozen=True)
 class BuildConfig:
-    """Every parameter of a build; written to ``<out>/apwd_build.json``. Defaults: the paper's sizes."""
+    """Every parameter of a build; written to each ``apwd_<scene>_sc/apwd_build.json``. Defaults: the paper's sizes."""
 
     sample_rate: int = 44100
     duration: float = 10.0

@@ -21,17 +21,9 @@ import numpy as np
 import torch
 
 from hear_diffbyola.audio import AudioReadError, read_audio
-from hear_diffbyola.weights import atomic_write
+from hear_diffbyola.weights import atomic_write, file_sha256
 
 from .vocab import APwDError
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class AudioEmbedder:
@@ -54,7 +46,7 @@ def ours(weights: str | Path | None, device: str = "cpu", norm_mean: float | Non
 
     model = load_pretrained(weights, norm_mean=norm_mean, norm_std=norm_std, device=device)
     path = Path(weights) if weights else DEFAULT_WEIGHTS
-    ident = f"ours:{file_digest(path)}:{model.header['norm']['mean']}:{model.header['norm']['std']}"
+    ident = f"ours:{file_sha256(path)}:{model.header['norm']['mean']}:{model.header['norm']['std']}"
     name = path.stem
     return AudioEmbedder(lambda w: clip_embedding(model, w.to(device)), model.sample_rate, ident, name,
                          min_samples(model, 1))
@@ -76,7 +68,7 @@ def hear_module(module: str, model_path: str | Path | None, device: str = "cpu")
     if not isinstance(sr, int):
         raise APwDError(f"HEAR module {module!r}: the model from load_model() has no integer sample_rate attribute")
     mp = Path(model_path) if model_path else None
-    ident = f"hear:{module}:{getattr(mod, '__version__', '')}:" + (file_digest(mp) if mp and mp.is_file() else str(mp))
+    ident = f"hear:{module}:{getattr(mod, '__version__', '')}:" + (file_sha256(mp) if mp and mp.is_file() else str(mp))
     return AudioEmbedder(lambda w: mod.get_scene_embeddings(w.to(device), model), sr, ident,
                          module.split(".")[0] if not mp else f"{module}:{mp.stem}")
 

@@ -26,7 +26,7 @@ import contextlib
 import copy
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -246,7 +246,7 @@ def _val_score(model: RetrievalModel, val: QuerySet) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def torch_threads(n: int):
+def torch_threads(n: int) -> Iterator[None]:
     """Run with ``n`` torch threads, then restore. The adapters are small (batch x ~512 matmuls): a second
     thread gains little, and on a busy CPU OpenMP's spin-waiting made a 2-thread step 13x slower than a
     1-thread one (0.24 s vs 0.018 s, measured with other jobs on both cores)."""

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from hear_diffbyola.audio import AudioReadError, read_audio
+from hear_diffbyola.weights import file_sha256
 
 from .. import TaskError
 from .manifest import REFS, SPLITS, BgKnownTask
@@ -37,14 +38,6 @@ class Embedder(Protocol):
 
     def cache_key(self) -> dict[str, Any]: ...
     def embed(self, waves: np.ndarray) -> np.ndarray: ...  # (B, N) float32 at sample_rate -> (B, d)
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 class WeightsEmbedder:

@@ -178,15 +178,19 @@ def _fit(x: np.ndarray, n: int) -> np.ndarray:
     return np.pad(x, (0, n - x.shape[0])) if x.shape[0] < n else x[:n]
 
 
+def _read_source(ctx: Context, role: str, name: str) -> np.ndarray:
+    """A dataset file (role 'fg' = ESC-50, 'bg' = FSD50K) as mono audio at the task's rate."""
+    try:
+        return read_audio(Path(ctx.roots[role]) / name, ctx.params.sample_rate)
+    except AudioReadError as e:
+        side = "foreground" if role == "fg" else "background"
+        raise TaskError(f"{side}: {e}; replace the file with a good copy") from None
+
+
 def _foreground(job: Job, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
     p = ctx.params
     if "file" in job.fg:
-        path = Path(ctx.roots["fg"]) / job.fg["file"]
-        try:
-            x = read_audio(path, p.sample_rate)
-        except AudioReadError as e:
-            raise TaskError(f"foreground: {e}; replace the file with a good copy") from None
-        return _fit(x, p.clip_samples), dict(job.fg)
+        return _fit(_read_source(ctx, "fg", job.fg["file"]), p.clip_samples), dict(job.fg)
     from hear_diffbyola.corpus.synthetic import render_event
 
     stream = [ctx.seed, job.pool, job.index, FG_STREAM]
@@ -197,12 +201,7 @@ def _foreground(job: Job, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
 def _background(job: Job, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
     p = ctx.params
     if "file" in job.bg:
-        path = Path(ctx.roots["bg"]) / job.bg["file"]
-        try:
-            x = read_audio(path, p.sample_rate)
-        except AudioReadError as e:
-            raise TaskError(f"background: {e}; replace the file with a good copy") from None
-        return x, dict(job.bg)
+        return _read_source(ctx, "bg", job.bg["file"]), dict(job.bg)
     from hear_diffbyola.corpus.synthetic import SCENE_CLASSES, render_scene
 
     stream = [ctx.seed, job.pool, job.index, BG_STREAM]

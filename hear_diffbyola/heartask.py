@@ -21,14 +21,14 @@ import math
 import subprocess
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from .audio import write_audio
 from .corpus.synthetic import EVENT_CLASSES, SCENE_CLASSES, render_event, render_scene
 
-__all__ = ["write_hear_task", "install_eval_tools", "patch_heareval", "HeartaskError"]
+__all__ = ["write_hear_task", "read_scene_task", "install_eval_tools", "patch_heareval", "HeartaskError"]
 
 HEAREVAL = "heareval==2021.1.3"
 HEARVALIDATOR = "hearvalidator==2021.0.6"
@@ -64,13 +64,13 @@ def _event_extent(x: np.ndarray) -> tuple[int, int]:
 
 
 def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequence[str] | None = None,
-                    n_per_label: int = 4, duration: float = 2.0, events_per_clip: int = 2,
+                    n_per_label: int | Mapping[str, int] = 4, duration: float = 2.0, events_per_clip: int = 2,
                     splits: Sequence[str] = ("train", "valid", "test"), sample_rate: int = 16000,
                     seed: int = 0, task_name: str | None = None) -> Path:
     """Write a small HEAR task rendered from the embedded corpus into ``out_dir`` (the task folder).
 
     ``kind="scene"``: one clip of ``duration`` s per item, multiclass, ``n_per_label`` clips per label
-    and split; labels default to the corpus's scene classes and may be any event or scene class.
+    and split (an int, or a {split: count} mapping for splits of different sizes); labels default to the corpus's scene classes and may be any event or scene class.
     ``kind="event"``: clips of ``duration`` s, each holding ``events_per_clip`` events in disjoint
     slots over a quiet scene, multilabel, each label ``n_per_label`` times per split; an event's
     start/end are where it exceeds -30 dB of its own peak. Deterministic in ``seed``.
@@ -83,7 +83,10 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
     if not labels or len(set(labels)) != len(labels) or any(lab not in valid for lab in labels):
         raise ValueError(f"write_hear_task: labels of a {kind} task must be distinct names from {sorted(valid)}; "
                          f"got {labels}")
-    if n_per_label < 1 or events_per_clip < 1 or duration <= 0 or not splits:
+    per_split = dict(n_per_label) if isinstance(n_per_label, Mapping) else {s: n_per_label for s in splits}
+    if set(per_split) != set(splits):
+        raise ValueError(f"write_hear_task: n_per_label gives counts for {sorted(per_split)}, the splits are {list(splits)}")
+    if min(per_split.values(), default=0) < 1 or events_per_clip < 1 or duration <= 0 or not splits:
         raise ValueError(f"write_hear_task: need n_per_label >= 1, events_per_clip >= 1, duration > 0 and at least "
                          f"one split; got {n_per_label}, {events_per_clip}, {duration}, {list(splits)}")
     out = Path(out_dir)
@@ -92,7 +95,7 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
         raise ValueError(f"write_hear_task: {events_per_clip} events in {duration} s leaves slots under 50 ms")
     for s, split in enumerate(splits):
         rng = np.random.default_rng([seed, s])
-        plan = [lab for lab in labels for _ in range(n_per_label)]
+        plan = [lab for lab in labels for _ in range(per_split[split])]
         rng.shuffle(plan)
         items: dict[str, object] = {}
         if kind == "scene":
@@ -131,6 +134,37 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
     (out / "task_metadata.json").write_text(json.dumps(metadata, indent=1))
     return out
 
+
+
+def read_scene_task(task_dir: str | Path) -> tuple[list[str], dict[str, list[tuple[Path, str]]]]:
+    """A HEAR multiclass scene task as (label vocabulary, {split: [(wav path, label)]}), in file order.
+
+    Reads what heareval reads: ``task_metadata.json`` (its ``splits`` and ``sample_rate``),
+    ``labelvocabulary.csv`` and ``<split>.json``; audio under ``<sample_rate>/<split>/``.
+    """
+    root = Path(task_dir)
+    try:
+        meta = json.loads((root / "task_metadata.json").read_text())
+        with open(root / "labelvocabulary.csv", newline="") as fh:
+            vocab = [row["label"] for row in csv.DictReader(fh)]
+    except (OSError, ValueError, KeyError) as e:
+        raise HeartaskError(f"{root} is not a readable HEAR task folder ({e}); it needs task_metadata.json and "
+                            "labelvocabulary.csv (write one with write_hear_task)") from e
+    if meta.get("embedding_type") != "scene" or meta.get("prediction_type") != "multiclass":
+        raise HeartaskError(f"{root}: a multiclass scene task is needed, this one is "
+                            f"{meta.get('embedding_type')}/{meta.get('prediction_type')}")
+    splits: dict[str, list[tuple[Path, str]]] = {}
+    for split in meta.get("splits", []):
+        try:
+            items = json.loads((root / f"{split}.json").read_text())
+        except (OSError, ValueError) as e:
+            raise HeartaskError(f"{root}: cannot read {split}.json ({e})") from e
+        bad = sorted({lab for labs in items.values() for lab in labs if lab not in vocab})
+        if bad or any(len(labs) != 1 for labs in items.values()):
+            raise HeartaskError(f"{root}/{split}.json: every clip needs exactly one label from labelvocabulary.csv "
+                                f"(unknown: {bad})")
+        splits[split] = [(root / str(meta["sample_rate"]) / split / name, labs[0]) for name, labs in items.items()]
+    return vocab, splits
 
 def _module_file(name: str) -> Path | None:
     spec = importlib.util.find_spec(name)

@@ -17,13 +17,15 @@ from hear_diffbyola.cli import main
 from hear_diffbyola.tasks.apwd import vocab
 from hear_diffbyola.tasks.apwd.build import BuildConfig, build
 from hear_diffbyola.tasks.apwd.dataset import read_pairs, scene_dirs
-from hear_diffbyola.tasks.apwd.embeddings import embed_files, hear_module
+from hear_diffbyola.tasks.apwd.embeddings import embed_files
 from hear_diffbyola.tasks.apwd.evaluate import make_queryset, markdown_table
 from hear_diffbyola.tasks.apwd.jams_io import Source, read_jams, write_jams
 from hear_diffbyola.tasks.apwd.retrieval import (RetrievalConfig, _ranks_and_nce, evaluate, recall_at_k, target_rank,
                                                   train_retrieval)
 from hear_diffbyola.tasks.apwd.text import HashTextEncoder, make_text_encoder
 from hear_diffbyola.tasks.apwd.vocab import APwDError, modifier_text
+from hear_diffbyola.tasks.embedders import hear_module
+from test_embedders import install_module
 
 ALL_EVENTS = vocab.APWD_EVENTS + vocab.SYNTHETIC_EVENTS
 
@@ -136,14 +138,10 @@ def get_scene_embeddings(audio, model):
 
 
 @pytest.fixture
-def fake_hear(tmp_path, monkeypatch):
-    """A HEAR-API module (import name fake_hear_mod) that records the batches it embeds."""
-    (tmp_path / "fake_hear_mod.py").write_text(FAKE_HEAR)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "fake_hear_mod", raising=False)
-    import fake_hear_mod
-
-    return fake_hear_mod
+def fake_hear(monkeypatch):
+    """A HEAR-API module (import name fake_hear_mod, gone from sys.modules after the test) that records the
+    batches it embeds."""
+    return install_module(monkeypatch, "fake_hear_mod", FAKE_HEAR)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -434,6 +432,10 @@ def test_hear_module_embeddings_are_cached_by_model_and_data(tmp_path, fake_hear
     sf.write(files[2], np.zeros(8000, np.float32), 16000)  # the data changed: recomputed
     embed_files(emb, files, tmp_path / "cache", batch_size=2, progress=False)
     assert len(fake_hear.calls) == 4
+    (tmp_path / "model.bin").write_bytes(b"other weights")  # another model, same data: recomputed, own entry
+    embed_files(hear_module("fake_hear_mod", tmp_path / "model.bin"), files, tmp_path / "cache", batch_size=2,
+                progress=False)
+    assert len(fake_hear.calls) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------

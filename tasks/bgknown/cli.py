@@ -8,7 +8,10 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from ..embedders import Embedder
 
 __all__ = ["add_parser"]
 
@@ -58,8 +61,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _embedders(args: argparse.Namespace):
-    from .features import make_embedder
+def _embedders(args: argparse.Namespace) -> list[Embedder]:
+    """One embedder per --model (our weights, or --hear-module's model files)."""
+    from ..embedders import make_embedder
 
     models = args.model or [None]
     return [make_embedder(m, args.hear_module, args.device) for m in models]

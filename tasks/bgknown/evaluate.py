@@ -12,8 +12,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..embedders import Embedder
 from ..linear_eval import LinearEvalConfig, linear_eval_seeds
-from .features import Embedder, task_embeddings
+from .features import task_embeddings
 from .manifest import BgKnownTask
 
 __all__ = ["CONDITIONS", "condition_features", "evaluate", "markdown_table"]
@@ -45,7 +46,7 @@ def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1
         results[cond] = linear_eval_seeds(x_train, y_train, x_test, y_test, seeds, config,
                                           n_classes=len(task.labels)).to_dict()
     return {"task": task.name, "task_dir": str(task.root.resolve()), "build_id": task.build_id,
-            "model": embedder.name, "model_key": embedder.cache_key(), "embedding_dim": int(emb["test"]["mix"].shape[1]),
+            "model": embedder.name, "model_identity": embedder.identity, "embedding_dim": int(emb["test"]["mix"].shape[1]),
             "n_train": int(y_train.size), "n_test": int(y_test.size), "n_classes": len(task.labels),
             "chance": 100.0 / len(task.labels), "seeds": list(seeds), "protocol": config.to_dict(),
             "results": results}

@@ -23,8 +23,9 @@ from typing import Any
 import numpy as np
 
 from .. import TaskError
+from ..embedders import Embedder
 from .evaluate import CONDITIONS, condition_features
-from .features import Embedder, task_embeddings
+from .features import task_embeddings
 from .manifest import SPLITS, BgKnownTask
 
 __all__ = ["export_heareval", "condition_folder_name"]

@@ -177,10 +177,13 @@ def _pretrain(run: _Run, lam: float) -> None:
 
     run_dir = run.out / "runs" / model_key(lam)
     config = run.budget.pretrain_config(lam, run.device)
-    resume = (run_dir / "checkpoints" / "last.pt").is_file()
-    if resume:
-        print(f"[demo] resuming {run_dir} from its last checkpoint", flush=True)
-    pretrain(config, run_dir, resume=resume, progress=run.progress)
+    summary = run_dir / "summary.json"
+    finished = summary.is_file() and json.loads(summary.read_text()).get("final") is True
+    if not finished:  # a run stopped before its last step resumes from its last checkpoint
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if resume:
+            print(f"[demo] resuming {run_dir} from its last checkpoint", flush=True)
+        pretrain(config, run_dir, resume=resume, progress=run.progress)
     export_run(run_dir, run.weights(lam))
 
 

@@ -13,11 +13,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hear_diffbyola.audio import AudioReadError, read_audio
 from hear_diffbyola.heartask import HeartaskError, read_scene_task
 
 from . import TaskError
-from .embedders import Embedder, embed_waves
+from .embedders import Embedder, embed_audio_files
 from .linear_eval import LinearEvalConfig, linear_eval_seeds
 
 __all__ = ["scene_task_embeddings", "evaluate_scene_task"]
@@ -37,15 +36,9 @@ def scene_task_embeddings(task_dir: str | Path, embedder: Embedder, batch_size: 
     with tqdm(total=sum(len(v) for v in splits.values()), desc=f"embedding ({embedder.name})", unit="clip",
               disable=not progress) as bar:
         for split, items in splits.items():
-            waves = []
-            for path, _ in items:
-                try:
-                    waves.append(read_audio(path, embedder.sample_rate))
-                except AudioReadError as e:
-                    raise TaskError(f"{e}; the task folder {task_dir} is damaged: write it again") from None
-                bar.update(1)
-            labels = np.array([index[lab] for _, lab in items], dtype=np.int64)
-            out[split] = (embed_waves(embedder, waves, batch_size), labels)
+            emb = embed_audio_files(embedder, [path for path, _ in items], batch_size, bar,
+                                    f"the task folder {task_dir} is damaged: write it again")
+            out[split] = (emb, np.array([index[lab] for _, lab in items], dtype=np.int64))
     return vocab, out
 
 

@@ -70,7 +70,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     try:
         run_demo(args.out or f"runs/demo-{args.budget}", args.budget, device=args.device, text_encoder=args.text_encoder,
-                 paper_numbers=args.paper_numbers, progress=not args.no_progress)
+                 pretrain_seed=args.pretrain_seed, paper_numbers=args.paper_numbers, progress=not args.no_progress)
     except (DemoError, TaskError) as e:
         print(f"hear-diffbyola demo: error: {e}", file=sys.stderr)
         return 2
@@ -143,6 +143,9 @@ def make_parser() -> argparse.ArgumentParser:
     dm.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N (pretraining and embedding)")
     dm.add_argument("--text-encoder", choices=("hash", "minilm", "distilbert"), default="hash",
                     help="APwD text encoder (default hash: needs no model, same numbers everywhere)")
+    dm.add_argument("--pretrain-seed", type=int, default=0,
+                    help="seed of both pretraining runs (default 0); tasks and evaluation seeds stay the same, so "
+                         "demos with other values show how much the comparison moves with it")
     dm.add_argument("--paper-numbers", metavar="FILE",
                     help="JSON with the paper's own numbers to print beside ours, labelled (format: hear_diffbyola/demo.py)")
     dm.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -31,12 +31,13 @@ from typing import Any, Callable, Sequence
 
 from .config import PretrainConfig, apply_overrides
 from .dictconfig import DictConfig
+from .train import git_commit
 from .weights import atomic_write
 
 __all__ = ["DemoBudget", "BUDGETS", "LAMBDAS", "DemoError", "run_demo", "paper_effect", "model_key"]
 
 LAMBDAS = (0.0, 0.5)
-SEED = 0
+SEED = 0  # of the tasks (builds) and of the pretraining unless --pretrain-seed says otherwise
 STATE = "demo_state.json"
 GENERAL_SPLITS = ("train", "valid", "test")
 BG_COLUMNS = {"mix": "Mix", "a": "(a)", "b": "(b)", "c": "(c)"}
@@ -68,8 +69,8 @@ class DemoBudget(DictConfig):
     linear_max_epochs: int = 200
     linear_patience: int = 20
 
-    def pretrain_config(self, lam: float, device: str = "auto") -> PretrainConfig:
-        return PretrainConfig.from_dict(apply_overrides({}, [*self.pretrain, f"learner.lam={lam}", f"train.seed={SEED}",
+    def pretrain_config(self, lam: float, device: str = "auto", seed: int = SEED) -> PretrainConfig:
+        return PretrainConfig.from_dict(apply_overrides({}, [*self.pretrain, f"learner.lam={lam}", f"train.seed={seed}",
                                                              f"train.device={device}"]))
 
     def fingerprint(self) -> dict[str, Any]:
@@ -110,6 +111,7 @@ class _Run:
     device: str
     text_encoder: str
     progress: bool
+    pretrain_seed: int = SEED
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -129,7 +131,7 @@ class _Run:
         t0 = time.perf_counter()
         fn()
         wall = time.perf_counter() - t0
-        self.state["stages"][name] = {"wall_s": wall, "finished": _now()}
+        self.state["stages"][name] = {"wall_s": wall, "finished": _now(), "git_commit": git_commit()}
         self.save_state()
         print(f"[demo] ({number}/{total}) {name}: {wall:.0f} s", flush=True)
 
@@ -152,18 +154,19 @@ def _write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _open_state(out: Path, budget: DemoBudget, text_encoder: str) -> dict[str, Any]:
+def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seed: int) -> dict[str, Any]:
     """The state of an earlier demo in ``out`` with the same settings, or a fresh one; other settings -> error."""
     path = out / STATE
-    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(LAMBDAS), "seed": SEED}
+    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(LAMBDAS), "seed": SEED,
+                "pretrain_seed": pretrain_seed}
     if path.is_file():
         try:
             state = json.loads(path.read_text())
         except ValueError as e:
             raise DemoError(f"{path} is unreadable ({e}); delete {out} or choose another --out") from e
         if state.get("settings") != settings:
-            raise DemoError(f"{out} holds a demo run with other settings (budget {state.get('settings', {}).get('budget', {}).get('name')!r}, "
-                            f"text encoder {state.get('settings', {}).get('text_encoder')!r}); choose another --out, or "
+            raise DemoError(f"{out} holds a demo run with other settings ({_describe(state.get('settings', {}))}, "
+                            f"asked: {_describe(settings)}); choose another --out, or "
                             "delete it to start over")
         return state
     if out.exists() and any(out.iterdir()):
@@ -171,12 +174,17 @@ def _open_state(out: Path, budget: DemoBudget, text_encoder: str) -> dict[str, A
     return {"settings": settings, "started": _now(), "stages": {}}
 
 
+def _describe(settings: dict[str, Any]) -> str:
+    return (f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
+            f"pretrain seed {settings.get('pretrain_seed')}")
+
+
 def _pretrain(run: _Run, lam: float) -> None:
     from .train import pretrain
     from .weights import export_run
 
     run_dir = run.out / "runs" / model_key(lam)
-    config = run.budget.pretrain_config(lam, run.device)
+    config = run.budget.pretrain_config(lam, run.device, run.pretrain_seed)
     summary = run_dir / "summary.json"
     finished = summary.is_file() and json.loads(summary.read_text()).get("final") is True
     if not finished:  # a run stopped before its last step resumes from its last checkpoint
@@ -263,8 +271,11 @@ def _eval_general(run: _Run, lam: float) -> None:
 
 
 def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str = "auto", text_encoder: str = "hash",
-             paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or finish) the demo in ``out``; returns the collected results (also ``OUT/results.json``)."""
+             pretrain_seed: int = SEED, paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) the demo in ``out``; returns the collected results (also ``OUT/results.json``).
+
+    ``pretrain_seed`` changes only the pretraining of both models (tasks and evaluation seeds stay), so
+    demos with different values measure how much the comparison moves with the pretraining seed."""
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise DemoError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -273,8 +284,8 @@ def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str
     from .train import pick_device
 
     out = Path(out)
-    run = _Run(out, budget, str(pick_device(device)), text_encoder, progress)
-    run.state = _open_state(out, budget, text_encoder)
+    run = _Run(out, budget, str(pick_device(device)), text_encoder, progress, pretrain_seed)
+    run.state = _open_state(out, budget, text_encoder, pretrain_seed)
     out.mkdir(parents=True, exist_ok=True)
     run.save_state()
     t0 = time.perf_counter()
@@ -308,7 +319,7 @@ def collect_results(run: _Run, invocation_s: float) -> dict[str, Any]:
     """One JSON with what the report shows: per model its pretraining facts and task scores (in %)."""
     import torch
 
-    from .train import git_commit, hardware_description
+    from .train import hardware_description
 
     models = {}
     for lam in LAMBDAS:
@@ -333,9 +344,11 @@ def collect_results(run: _Run, invocation_s: float) -> dict[str, Any]:
     stages = run.state["stages"]
     return {
         "format": "hear-diffbyola/demo-results/1", "budget": run.budget.fingerprint(), "seed": SEED,
+        "pretrain_seed": run.pretrain_seed,
         "text_encoder": run.text_encoder, "git_commit": git_commit(),
         "hardware": hardware_description(torch.device(run.device), 1),
         "finished": _now(),
+        "stage_commits": {k: v.get("git_commit", "unknown") for k, v in stages.items()},
         "wall_time_s": {"stages": {k: v["wall_s"] for k, v in stages.items()},
                         "stages_total": sum(v["wall_s"] for v in stages.values()), "this_invocation": invocation_s},
         "tasks": {"bgknown": {"n_train": bg0["n_train"], "n_test": bg0["n_test"], "n_classes": bg0["n_classes"],
@@ -408,9 +421,9 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
     scenes = list(t["apwd"])
     walls = results["wall_time_s"]
     md = [f"# hear-diffbyola demo ({b['name']} budget)\n",
-          f"λ = 0 (BYOL-A) against λ = 0.5 (DiffBYOL-A), same seed ({results['seed']}), data and budget, pretrained "
+          f"λ = 0 (BYOL-A) against λ = 0.5 (DiffBYOL-A), same seed ({results['pretrain_seed']}), data and budget, pretrained "
           f"on the embedded procedural corpus and scored on synthetic versions of the paper's tasks. "
-          f"Hardware: {results['hardware']}. Git commit: `{results['git_commit']}`. Wall time of all stages: "
+          f"Hardware: {results['hardware']}. Code: {_commits(results)}. Wall time of all stages: "
           f"{walls['stages_total'] / 60:.1f} min. Evaluation: mean ± std over {b['seeds']} seeds.\n"]
     md += ["## Pretraining\n",
            _table(["Model", "steps", "batch", "d", "final L_byol", "final L_diff", "wall (s)"],
@@ -457,8 +470,17 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
                "these, labelled as the paper's (format: `hear_diffbyola/demo.py`).\n"]
     md += ["## Plots\n", *[f"![{name}]({rel})\n" for name, rel in plots.items()]]
     md += ["## Wall time per stage\n",
-           _table(["stage", "seconds"], [[k, f"{v:.0f}"] for k, v in walls["stages"].items()])]
+           _table(["stage", "seconds", "git commit"],
+                  [[k, f"{v:.0f}", f"`{results['stage_commits'][k][:12]}`"] for k, v in walls["stages"].items()])]
     return "\n".join(md)
+
+
+def _commits(results: dict[str, Any]) -> str:
+    """The commits the stages ran at, and the report's own (several after an interrupted run was resumed)."""
+    stages = sorted(set(results["stage_commits"].values()))
+    report = results["git_commit"]
+    text = "stages at " + ", ".join(f"`{c}`" for c in stages)
+    return text + ("" if stages == [report] else f"; report written at `{report}`")
 
 
 def _override(budget: dict[str, Any], key: str) -> str:

@@ -83,9 +83,17 @@ def hardware_description(device: torch.device, world_size: int) -> str:
 
 
 def git_commit() -> str:
+    """HEAD of the source checkout this package runs from, with "+dirty" when tracked files differ from it
+    (provenance should not claim a commit the code was not at); "unknown" outside a checkout."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
+                              timeout=5).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        head = git("rev-parse", "HEAD")
+        if not head:
+            return "unknown"
+        return head + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
 

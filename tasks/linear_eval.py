@@ -172,10 +172,13 @@ def linear_eval(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
 
 def linear_eval_seeds(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
                       seeds: Sequence[int] = (0, 1, 2), config: LinearEvalConfig = LinearEvalConfig(),
-                      n_classes: int | None = None) -> SeedSummary:
+                      n_classes: int | None = None, progress: bool = False, desc: str = "linear evaluation") -> SeedSummary:
     """The protocol once per seed (validation split, init and batch order all follow the seed); accuracies in %."""
+    from tqdm import tqdm
+
     if not seeds:
         raise ValueError("linear_eval_seeds: give at least one seed")
-    runs = [linear_eval(x_train, y_train, x_test, y_test, seed=s, config=config, n_classes=n_classes) for s in seeds]
+    runs = [linear_eval(x_train, y_train, x_test, y_test, seed=s, config=config, n_classes=n_classes)
+            for s in tqdm(seeds, desc=desc, unit="seed", disable=not progress)]
     acc = [100.0 * r.accuracy for r in runs]
     return SeedSummary(mean=float(np.mean(acc)), std=float(np.std(acc)), accuracies=acc, runs=runs)

@@ -52,7 +52,8 @@ def evaluate_scene_task(task_dir: str | Path, embedder: Embedder, seeds: Sequenc
     train = [s for s in emb if s != "test"]
     x_train = np.concatenate([emb[s][0] for s in train])
     y_train = np.concatenate([emb[s][1] for s in train])
-    summary = linear_eval_seeds(x_train, y_train, *emb["test"], seeds=seeds, config=config, n_classes=len(vocab))
+    summary = linear_eval_seeds(x_train, y_train, *emb["test"], seeds=seeds, config=config, n_classes=len(vocab),
+                                progress=progress)
     return {"task_dir": str(Path(task_dir).resolve()), "model": embedder.name, "n_classes": len(vocab),
             "n_train": int(y_train.size), "n_test": int(emb["test"][1].size), "chance": 100.0 / len(vocab),
             "seeds": list(seeds), "protocol": config.to_dict(), "accuracy": summary.to_dict()}

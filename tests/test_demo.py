@@ -66,6 +66,7 @@ def assert_cell(cell: str, expected: dict) -> None:
 def test_demo_report_tables_match_the_json_results(demo):
     out, results = demo
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
+    assert set(results["stage_commits"]) == set(results["wall_time_s"]["stages"]) and len(results["stage_commits"]) == 11
     t = tables((out / "report.md").read_text())
     titles = {m["title"]: m for m in results["models"].values()}
     assert len(titles) == 2
@@ -153,6 +154,17 @@ def test_demo_refuses_a_folder_with_other_settings_or_foreign_content(tmp_path):
     (other / "demo_state.json").write_text(json.dumps({"settings": {"budget": BUDGETS["quick"].fingerprint()}, "stages": {}}))
     with pytest.raises(DemoError, match="other settings"):
         run_demo(other, TINY, progress=False)
+
+
+def test_pretrain_seed_changes_only_the_pretraining_and_is_part_of_the_settings(tmp_path):
+    config = TINY.pretrain_config(0.5, "cpu", seed=7)
+    assert (config.train.seed, config.learner.lam, config.train.device, config.encoder.d) == (7, 0.5, "cpu", 64)
+    out = tmp_path / "d"
+    out.mkdir()
+    settings = {"budget": TINY.fingerprint(), "text_encoder": "hash", "lambdas": [0.0, 0.5], "seed": 0, "pretrain_seed": 1}
+    (out / "demo_state.json").write_text(json.dumps({"settings": settings, "stages": {}}))
+    with pytest.raises(DemoError, match="pretrain seed 1.*asked: .*pretrain seed 0"):
+        run_demo(out, TINY, progress=False)
 
 
 def test_cli_demo_reports_bad_paper_numbers_file(tmp_path, capsys):

@@ -43,8 +43,8 @@ def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1
     for cond in CONDITIONS:
         x_train = np.concatenate([condition_features(emb["train"], cond), condition_features(emb["valid"], cond)])
         x_test = condition_features(emb["test"], cond)
-        results[cond] = linear_eval_seeds(x_train, y_train, x_test, y_test, seeds, config,
-                                          n_classes=len(task.labels)).to_dict()
+        results[cond] = linear_eval_seeds(x_train, y_train, x_test, y_test, seeds, config, n_classes=len(task.labels),
+                                          progress=progress, desc=f"linear evaluation {COLUMN_TITLES[cond]}").to_dict()
     return {"task": task.name, "task_dir": str(task.root.resolve()), "build_id": task.build_id,
             "model": embedder.name, "model_identity": embedder.identity, "embedding_dim": int(emb["test"]["mix"].shape[1]),
             "n_train": int(y_train.size), "n_test": int(y_test.size), "n_classes": len(task.labels),

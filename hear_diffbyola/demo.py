@@ -471,16 +471,22 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
     md += ["## Plots\n", *[f"![{name}]({rel})\n" for name, rel in plots.items()]]
     md += ["## Wall time per stage\n",
            _table(["stage", "seconds", "git commit"],
-                  [[k, f"{v:.0f}", f"`{results['stage_commits'][k][:12]}`"] for k, v in walls["stages"].items()])]
+                  [[k, f"{v:.0f}", f"`{_short(results['stage_commits'][k])}`"] for k, v in walls["stages"].items()])]
     return "\n".join(md)
 
 
 def _commits(results: dict[str, Any]) -> str:
     """The commits the stages ran at, and the report's own (several after an interrupted run was resumed)."""
-    stages = sorted(set(results["stage_commits"].values()))
-    report = results["git_commit"]
+    stages = sorted({_short(c) for c in results["stage_commits"].values()})
+    report = _short(results["git_commit"])
     text = "stages at " + ", ".join(f"`{c}`" for c in stages)
-    return text + ("" if stages == [report] else f"; report written at `{report}`")
+    return text + ("" if stages == [report] else f"; report written at `{report}`") + " (per stage below)"
+
+
+def _short(commit: str) -> str:
+    """12 hex digits, keeping the "+dirty" mark (uncommitted changes to tracked files)."""
+    sha, _, rest = commit.partition("+")
+    return sha[:12] + ("+dirty" if rest.startswith("dirty") else "")
 
 
 def _override(budget: dict[str, Any], key: str) -> str:

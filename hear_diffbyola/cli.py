@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -73,6 +74,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
                  pretrain_seed=args.pretrain_seed, paper_numbers=args.paper_numbers, progress=not args.no_progress)
     except (DemoError, TaskError) as e:
         print(f"hear-diffbyola demo: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_demo_seeds(args: argparse.Namespace) -> int:
+    from .demo import DemoError, seeds_table
+
+    results = []
+    try:
+        for item in args.results:
+            path = Path(item) / "results.json" if Path(item).is_dir() else Path(item)
+            try:
+                results.append(json.loads(path.read_text()))
+            except (OSError, ValueError) as e:
+                raise DemoError(f"cannot read {path} ({e}); give demo folders or their results.json") from e
+        print(seeds_table(results), end="")
+    except DemoError as e:
+        print(f"hear-diffbyola demo-seeds: error: {e}", file=sys.stderr)
         return 2
     return 0
 
@@ -150,6 +169,10 @@ def make_parser() -> argparse.ArgumentParser:
                     help="JSON with the paper's own numbers to print beside ours, labelled (format: hear_diffbyola/demo.py)")
     dm.add_argument("--no-progress", action="store_true", help="no progress bars")
     dm.set_defaults(func=cmd_demo)
+
+    ds = sub.add_parser("demo-seeds", help="BgKnown table across demos that differ only in --pretrain-seed")
+    ds.add_argument("results", nargs="+", help="demo folders (or their results.json)")
+    ds.set_defaults(func=cmd_demo_seeds)
 
     cf = sub.add_parser("config", help="print the default configuration as YAML")
     cf.set_defaults(func=cmd_config)

@@ -24,6 +24,7 @@ import datetime as _dt
 import json
 import math
 import shutil
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,7 @@ from .dictconfig import DictConfig
 from .train import git_commit
 from .weights import atomic_write
 
-__all__ = ["DemoBudget", "BUDGETS", "LAMBDAS", "DemoError", "run_demo", "paper_effect", "model_key"]
+__all__ = ["DemoBudget", "BUDGETS", "LAMBDAS", "DemoError", "run_demo", "paper_effect", "model_key", "seeds_table"]
 
 LAMBDAS = (0.0, 0.5)
 SEED = 0  # of the tasks (builds) and of the pretraining unless --pretrain-seed says otherwise
@@ -382,6 +383,36 @@ def paper_effect(base: dict[str, dict[str, float]], diff: dict[str, dict[str, fl
             "mix_change": mix_change, "mix_spread": mix_spread, "mix_within_spread": mix_within,
             "shown": a_beats and mix_within}
 
+
+
+def seeds_table(results: Sequence[dict[str, Any]]) -> str:
+    """BgKnown across demos that differ only in ``--pretrain-seed``: each demo's rows, then per model the
+    mean over pretraining seeds ± their population std, and the effect check with that spread."""
+    if len(results) < 2:
+        raise DemoError("give the results of at least two demos (their OUT/results.json or OUT folders)")
+    same = {json.dumps([r["budget"], r["text_encoder"], r.get("seed")], sort_keys=True) for r in results}
+    if len(same) != 1:
+        raise DemoError("these demos differ in more than the pretraining seed (budget, text encoder or task seed)")
+    seeds = [r.get("pretrain_seed", SEED) for r in results]
+    if len(set(seeds)) != len(seeds):
+        raise DemoError(f"two demos have the same pretraining seed ({seeds}); each should have its own")
+    keys = [model_key(lam) for lam in LAMBDAS]
+    rows, pooled = [], {}
+    for seed, r in sorted(zip(seeds, results), key=lambda x: x[0]):
+        rows += [[str(seed), r["models"][k]["title"], *[_cell(r["models"][k]["bgknown"][c]) for c in BG_COLUMNS]]
+                 for k in keys]
+    for k in keys:
+        pooled[k] = {}
+        for c in BG_COLUMNS:
+            means = [r["models"][k]["bgknown"][c]["mean"] for r in results]
+            pooled[k][c] = {"mean": statistics.fmean(means), "std": statistics.pstdev(means)}
+        rows.append([f"all ({len(results)})", results[0]["models"][k]["title"],
+                     *[_cell(pooled[k][c]) for c in BG_COLUMNS]])
+    eff = paper_effect(pooled[keys[0]], pooled[keys[1]])
+    return (_table(["pretrain seed", "Model", *BG_COLUMNS.values()], rows)
+            + f"\nRows 'all': mean over pretraining seeds ± their std. With that spread, (a) changes by "
+              f"{eff['a_gain']:+.1f} points (spread {eff['a_spread']:.1f}) and Mix by {eff['mix_change']:+.1f} "
+              f"(spread {eff['mix_spread']:.1f}): effect {'shown' if eff['shown'] else 'not shown'}.\n")
 
 def _read_paper_numbers(path: str | Path) -> dict[str, Any]:
     try:

@@ -12,7 +12,7 @@ import torch
 
 from hear_diffbyola import heartask
 from hear_diffbyola.cli import main
-from hear_diffbyola.demo import BUDGETS, DemoBudget, DemoError, paper_effect, run_demo
+from hear_diffbyola.demo import BUDGETS, DemoBudget, DemoError, paper_effect, run_demo, seeds_table
 from hear_diffbyola.tasks.embedders import Embedder
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
@@ -229,3 +229,36 @@ def test_scene_task_linear_eval_separates_what_the_embedder_separates(tmp_path):
     noise = Embedder(lambda w: rng.normal(size=(w.shape[0], 8)).astype(np.float32), name="noise", sample_rate=16000,
                      identity="noise")
     assert evaluate_scene_task(task, noise, seeds=(0,), progress=False)["accuracy"]["mean"] < 70.0
+
+
+def _fake_results(pretrain_seed: int, bg: dict[str, dict[str, float]]) -> dict:
+    """A results.json skeleton with just what seeds_table reads; bg: {model key: {condition: eval-seed mean}}."""
+    return {"budget": {"name": "full"}, "text_encoder": "hash", "seed": 0, "pretrain_seed": pretrain_seed,
+            "models": {k: {"title": k, "bgknown": {c: {"mean": m, "std": 0.5} for c, m in means.items()}}
+                       for k, means in bg.items()}}
+
+
+def test_seeds_table_pools_pretraining_seeds_by_hand(tmp_path, capsys):
+    conds = ("mix", "a", "b", "c")
+    r0 = _fake_results(0, {"lam0": dict(zip(conds, (50.0, 50.0, 40.0, 30.0))),
+                           "lam0.5": dict(zip(conds, (49.0, 56.0, 41.0, 31.0)))})
+    r1 = _fake_results(1, {"lam0": dict(zip(conds, (46.0, 48.0, 40.0, 30.0))),
+                           "lam0.5": dict(zip(conds, (47.0, 54.0, 41.0, 31.0)))})
+    rows = [line for line in seeds_table([r1, r0]).splitlines() if line.startswith("| ")][1:]
+    assert [r.split(" | ")[0] for r in rows] == ["| 0", "| 0", "| 1", "| 1", "| all (2)", "| all (2)"]
+    # λ = 0: Mix (50, 46) -> 48 ± 2, (a) (50, 48) -> 49 ± 1; λ = 0.5: Mix 48 ± 1, (a) 55 ± 1
+    assert "| all (2) | lam0 | 48.0 ± 2.0 | 49.0 ± 1.0 |" in rows[4] and "| 48.0 ± 1.0 | 55.0 ± 1.0 |" in rows[5]
+    text = seeds_table([r0, r1])
+    assert "(a) changes by +6.0 points (spread 1.0) and Mix by +0.0 (spread 2.0): effect shown" in text
+    with pytest.raises(DemoError, match="same pretraining seed"):
+        seeds_table([r0, r0])
+    other = {**r1, "text_encoder": "minilm"}
+    with pytest.raises(DemoError, match="more than the pretraining seed"):
+        seeds_table([r0, other])
+    for i, r in enumerate((r0, r1)):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "results.json").write_text(json.dumps(r))
+    assert main(["demo-seeds", str(tmp_path / "d0"), str(tmp_path / "d1" / "results.json")]) == 0
+    assert "effect shown" in capsys.readouterr().out
+    assert main(["demo-seeds", str(tmp_path / "d0")]) == 2
+    assert "at least two demos" in capsys.readouterr().err

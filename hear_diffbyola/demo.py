@@ -322,16 +322,17 @@ def collect_results(run: _Run, invocation_s: float) -> dict[str, Any]:
 
     from .train import hardware_description
 
-    models = {}
+    models, stage_results = {}, {}
     for lam in LAMBDAS:
         key = model_key(lam)
         summary = json.loads((run.out / "runs" / key / "summary.json").read_text())
-        bg = json.loads(run.result("bgknown", lam).read_text())
-        ap = json.loads(run.result("apwd", lam).read_text())
-        gen = json.loads(run.result("general", lam).read_text())
+        config = run.budget.pretrain_config(lam, run.device, run.pretrain_seed)
+        bg, ap, gen = stage_results[key] = [json.loads(run.result(t, lam).read_text())
+                                            for t in ("bgknown", "apwd", "general")]
         models[key] = {
             "lam": lam, "title": model_title(lam), "weights": str(run.weights(lam)),
-            "pretrain": {"steps": summary["steps"], "wall_time_s": summary["wall_time_s"], "hardware": summary["hardware"],
+            "pretrain": {"steps": summary["steps"], "batch_size": config.train.batch_size, "d": config.encoder.d,
+                         "wall_time_s": summary["wall_time_s"], "hardware": summary["hardware"],
                          "final_loss": _last_losses(run.out / "runs" / key / "metrics.csv")},
             "bgknown": {c: _mean_std(bg["results"][c]) for c in BG_COLUMNS},
             # R@K in % (the APwD results hold fractions)
@@ -339,9 +340,7 @@ def collect_results(run: _Run, invocation_s: float) -> dict[str, Any]:
                      for s, r in sorted(ap["scenes"].items())},
             "general": _mean_std(gen["accuracy"]),
         }
-    bg0 = json.loads(run.result("bgknown", LAMBDAS[0]).read_text())
-    ap0 = json.loads(run.result("apwd", LAMBDAS[0]).read_text())
-    gen0 = json.loads(run.result("general", LAMBDAS[0]).read_text())
+    bg0, ap0, gen0 = stage_results[model_key(LAMBDAS[0])]  # task facts are the same for both models
     stages = run.state["stages"]
     return {
         "format": "hear-diffbyola/demo-results/1", "budget": run.budget.fingerprint(), "seed": SEED,
@@ -364,8 +363,7 @@ def collect_results(run: _Run, invocation_s: float) -> dict[str, Any]:
 
 
 def _last_losses(metrics_csv: Path) -> dict[str, float | None]:
-    with open(metrics_csv, newline="") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _metrics(metrics_csv)
     last = rows[-1] if rows else {}
     return {k: (float(last[k]) if last.get(k) not in (None, "") else None) for k in ("loss", "l_byol", "l_diff")}
 
@@ -458,7 +456,7 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
           f"{walls['stages_total'] / 60:.1f} min. Evaluation: mean ± std over {b['seeds']} seeds.\n"]
     md += ["## Pretraining\n",
            _table(["Model", "steps", "batch", "d", "final L_byol", "final L_diff", "wall (s)"],
-                  [[m["title"], str(m["pretrain"]["steps"]), _override(b, "train.batch_size"), _override(b, "encoder.d"),
+                  [[m["title"], str(m["pretrain"]["steps"]), str(m["pretrain"]["batch_size"]), str(m["pretrain"]["d"]),
                     _fmt(m["pretrain"]["final_loss"]["l_byol"]), _fmt(m["pretrain"]["final_loss"]["l_diff"]),
                     f"{m['pretrain']['wall_time_s']:.0f}"] for m in models])]
     bg = t["bgknown"]
@@ -518,14 +516,6 @@ def _short(commit: str) -> str:
     """12 hex digits, keeping the "+dirty" mark (uncommitted changes to tracked files)."""
     sha, _, rest = commit.partition("+")
     return sha[:12] + ("+dirty" if rest.startswith("dirty") else "")
-
-
-def _override(budget: dict[str, Any], key: str) -> str:
-    hits = [o.split("=", 1)[1] for o in budget["pretrain"] if o.startswith(key + "=")]
-    if hits:
-        return hits[-1]
-    section, name = key.split(".")
-    return str(PretrainConfig().to_dict()[section][name])
 
 
 def _fmt(x: float | None) -> str:

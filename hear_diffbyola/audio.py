@@ -1,6 +1,8 @@
 """Audio file I/O: any format libsndfile reads (wav, flac, ogg, mp3), any rate and channel count -> mono float32."""
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 from fractions import Fraction
 from pathlib import Path
 
@@ -11,7 +13,7 @@ from scipy.signal import resample_poly
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 
 
-class AudioReadError(RuntimeError):
+class AudioReadError(DiffByolaError, RuntimeError):
     """An audio file could not be read; the message names the file and the reason."""
 
 

@@ -1,6 +1,8 @@
 """Pretraining configuration: one dataclass per room, composed, read from YAML, overridden by 'section.key=value'."""
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from .frontend import FrontendConfig
 from .learner import LearnerConfig
 
 
-class ConfigError(ValueError):
+class ConfigError(DiffByolaError, ValueError):
     """A configuration value or key is wrong; the message says which and what is valid."""
 
 

@@ -19,6 +19,8 @@ the paper's; FILE is JSON ``{"source": "citation", "bgknown": {ROW: {"Mix": x, "
 """
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 import csv
 import datetime as _dt
 import json
@@ -45,7 +47,7 @@ BG_COLUMNS = {"mix": "Mix", "a": "(a)", "b": "(b)", "c": "(c)"}
 KS = (1, 5, 10)
 
 
-class DemoError(RuntimeError):
+class DemoError(DiffByolaError, RuntimeError):
     """The demo cannot run as asked; the message says why and what to do."""
 
 

@@ -14,6 +14,8 @@ heareval (``patch_heareval``) so its event-task scoring runs with pytorch-lightn
 """
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 import csv
 import importlib.util
 import json
@@ -47,7 +49,7 @@ _EVENT_THRESHOLD_DB = -30.0
 _BACKGROUND_PEAK = 0.05  # quiet scene under event-task clips
 
 
-class HeartaskError(RuntimeError):
+class HeartaskError(DiffByolaError, RuntimeError):
     """Writing a task or installing the evaluation tools failed; the message says why and what to do."""
 
 

@@ -38,6 +38,8 @@ the ``s3prl`` extra pins ``transformers<5`` and ``huggingface_hub<1.0``. The run
 """
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 import argparse
 import builtins
 import importlib
@@ -64,7 +66,7 @@ HUB_LINE_NL = HUB_LINE + " (with the newline before it)"
 COPY_MARKER = ".installed-by-hear-diffbyola"
 
 
-class S3prlError(RuntimeError):
+class S3prlError(DiffByolaError, RuntimeError):
     """s3prl is missing, or an s3prl tree is not in the state an install / uninstall expects."""
 
 

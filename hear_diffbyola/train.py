@@ -10,6 +10,8 @@ Run layout (``out``):
 """
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 import csv
 import datetime as _dt
 import hashlib
@@ -45,7 +47,7 @@ CHECKPOINT = Path("checkpoints") / "last.pt"
 RESUMABLE_CHANGES = {"steps", "epochs", "num_workers", "log_every", "checkpoint_every", "device"}
 
 
-class TrainingError(RuntimeError):
+class TrainingError(DiffByolaError, RuntimeError):
     """Training cannot go on; the message says why and what was kept."""
 
 

@@ -8,6 +8,8 @@ Nothing here unpickles arbitrary objects.
 """
 from __future__ import annotations
 
+from .errors import DiffByolaError
+
 import hashlib
 import json
 import os
@@ -33,7 +35,7 @@ WEIGHTS_DIR = _PACKAGE_DIR / "_weights" if (_PACKAGE_DIR / "_weights").is_dir() 
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "diffbyola_lam0.5.safetensors"
 
 
-class WeightsError(ValueError):
+class WeightsError(DiffByolaError, ValueError):
     """A weights file is missing, unreadable or not what was expected; the message names it."""
 
 

@@ -5,8 +5,10 @@ each task lives in its own subpackage (``bgknown``, ...).
 """
 from __future__ import annotations
 
+from hear_diffbyola.errors import DiffByolaError
+
 __all__ = ["TaskError"]
 
 
-class TaskError(ValueError):
+class TaskError(DiffByolaError, ValueError):
     """A task cannot be built or evaluated as asked; the message says what is wrong, where, and what to do."""

@@ -1,6 +1,8 @@
 """A user's own audio as a pretraining corpus: a folder (recursive) or a CSV/TXT list of files."""
 from __future__ import annotations
 
+from ..errors import DiffByolaError
+
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +14,7 @@ from ..audio import AUDIO_EXTENSIONS, AudioReadError, audio_info, read_audio
 PATH_COLUMNS = ("path", "filename", "file", "fname")
 
 
-class CorpusError(ValueError):
+class CorpusError(DiffByolaError, ValueError):
     """The corpus cannot be used as given; the message says what and how to fix it."""
 
 

@@ -1,0 +1,130 @@
+"""The documentation: every relative link in README.md and docs/ resolves, the README fits a screen,
+and the pages point at nothing outside the repository."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+README_MAX_LINES = 150
+# Markdown links and images: [text](target) / ![alt](target); the target may carry a "title".
+LINK = re.compile(r"!?\[[^\]]*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
+FENCE = re.compile(r"^\s*(```|~~~)")
+INLINE_CODE = re.compile(r"`[^`]*`")
+EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, mailto: ...
+
+
+def doc_files() -> list[Path]:
+    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def prose_lines(text: str) -> list[tuple[int, str]]:
+    """(line number, line) outside fenced code blocks, with inline code removed: links in code are not links."""
+    out, in_fence = [], False
+    for n, line in enumerate(text.splitlines(), 1):
+        if FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if not in_fence:
+            out.append((n, INLINE_CODE.sub("", line)))
+    return out
+
+
+def links(path: Path) -> list[tuple[int, str]]:
+    return [(n, m.group(1)) for n, line in prose_lines(path.read_text(encoding="utf-8")) for m in LINK.finditer(line)]
+
+
+def heading_slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped (letters of any script, digits,
+    '_' and '-' kept), each space a hyphen."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """Anchors of a markdown file's headings; repeated headings get -1, -2, ... as on GitHub."""
+    seen: dict[str, int] = {}
+    out = set()
+    for _, line in prose_lines(path.read_text(encoding="utf-8")):
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if not m:
+            continue
+        slug = heading_slug(m.group(1))
+        out.add(slug if slug not in seen else f"{slug}-{seen[slug]}")
+        seen[slug] = seen.get(slug, 0) + 1
+    return out
+
+
+def broken_links(path: Path, root: Path = ROOT) -> list[tuple[int, str, str]]:
+    """(line, target, what is wrong) for each relative link of ``path`` that does not resolve inside ``root``."""
+    problems = []
+    for n, target in links(path):
+        if EXTERNAL.match(target):
+            continue
+        file_part, _, anchor = target.partition("#")
+        dest = (path.parent / file_part).resolve() if file_part else path
+        if not dest.is_relative_to(root):
+            problems.append((n, target, "points outside the repository"))
+        elif not dest.exists():
+            problems.append((n, target, "does not exist"))
+        elif anchor and dest.suffix == ".md" and anchor not in anchors(dest):
+            problems.append((n, target, f"no heading with anchor #{anchor} in {dest.relative_to(root)}"))
+    return problems
+
+
+# --- the checker itself, on small pages written here -------------------------------------------
+
+def test_heading_slug_matches_github():
+    assert heading_slug("The HEAR tools") == "the-hear-tools"
+    assert heading_slug("Generator (`apwd build`)") == "generator-apwd-build"
+    assert heading_slug("λ and the loss scale") == "λ-and-the-loss-scale"
+    assert heading_slug("Equations → code") == "equations--code"
+
+
+def test_checker_finds_broken_links_and_ignores_code(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.md").write_text("# Title\n\n## Two words\n\n## Two words\n")
+    page = tmp_path / "README.md"
+    page.write_text(
+        "[ok](docs/a.md) [ok anchor](docs/a.md#two-words) [repeat](docs/a.md#two-words-1) [web](https://x.org/y)\n"
+        "![missing image](docs/img.png) [bad anchor](docs/a.md#three) [self](#nowhere)\n"
+        "[outside](../elsewhere/file.md) `[in code](nope.md)`\n"
+        "```\n[in a fence](nope.md)\n```\n")
+    problems = broken_links(page, root=tmp_path)
+    assert [(n, target) for n, target, _ in problems] == [
+        (2, "docs/img.png"), (2, "docs/a.md#three"), (2, "#nowhere"), (3, "../elsewhere/file.md")]
+    assert [why.split()[0] for *_, why in problems] == ["does", "no", "no", "points"]
+
+
+# --- the real pages -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_relative_links_resolve(path):
+    problems = [f"{path.relative_to(ROOT)}:{n}: {target} {why}" for n, target, why in broken_links(path)]
+    assert problems == []
+
+
+def test_readme_fits_a_screen():
+    n = len(README.read_text(encoding="utf-8").splitlines())
+    assert n <= README_MAX_LINES, f"README.md has {n} lines; move detail into docs/ (limit {README_MAX_LINES})"
+
+
+def test_readme_links_every_docs_page():
+    linked = {(README.parent / t.partition("#")[0]).resolve() for _, t in links(README) if not EXTERNAL.match(t)}
+    pages = set((ROOT / "docs").glob("*.md"))
+    assert pages - linked == set(), "README.md should link every page in docs/"
+
+
+@pytest.mark.parametrize("path", [README, *sorted((ROOT / "docs").glob("*.md"))], ids=lambda p: p.name)
+def test_pages_point_at_nothing_outside_the_repository(path):
+    text = path.read_text(encoding="utf-8")
+    for marker in ("../shared", "/work/", "+dirty"):
+        assert marker not in text, f"{path.relative_to(ROOT)} mentions {marker!r}"
+
+
+def test_readme_test_command_is_what_ci_runs():
+    command = 'pip install "torch==2.13.0" -e ".[test]" && hear-diffbyola install-eval-tools && python -m pytest'
+    assert command in README.read_text(encoding="utf-8")
+    assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")

@@ -7,15 +7,24 @@ module that implements the HEAR API); :func:`make_embedder` picks one from comma
 
 ``Embedder.identity`` names the model for caches: the sha256 of the weights file and the norm stats for
 ours; the module name, its ``__version__`` and the model file's sha256 for a HEAR module. A cache keyed
-on it is invalidated by a retrained or re-normalised model, never by a renamed or moved file. Each task
-keeps its own cache format; this module caches nothing.
+on it (``tasks.cache``) is invalidated by a retrained or re-normalised model, never by a renamed or moved
+file.
+
+Log-mel normalisation as BYOL-A's evaluation (and EVAR's) does it: the evaluators normalise our model's
+log-mels with the mean and std of the *task's own training audio* (:func:`task_norm_stats`, over every
+log-mel value of the training clips, never test data) rather than the pretraining corpus's statistics in
+the weights file; :func:`task_normalised` gives the evaluators an embedder so normalised (``norm="task"``)
+or the one with the file's statistics (``norm="weights"``). ``Embedder.norm`` (a :class:`NormStats`)
+says which was used, for the results. A HEAR module normalises its input itself: it cannot be
+re-normalised, and its ``norm`` says so (source ``"hear-module"``).
 """
 from __future__ import annotations
 
 import importlib
 import itertools
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -25,9 +34,36 @@ from hear_diffbyola.weights import file_sha256
 
 from . import TaskError
 
-__all__ = ["Embedder", "ours", "hear_module", "make_embedder", "embed_waves", "embed_audio_files"]
+if TYPE_CHECKING:
+    from hear_diffbyola.weights import PretrainedModel
+
+__all__ = ["Embedder", "WeightsEmbedder", "NormStats", "NORM_CHOICES", "ours", "hear_module", "make_embedder",
+           "embed_waves", "embed_audio_files", "task_norm_stats", "task_normalised", "norm_record", "describe_norm"]
 
 ClipFn = Callable[[torch.Tensor], Any]  # (B, N) float32 CPU tensor -> (B, d) tensor or array
+NORM_CHOICES = ("task", "weights")  # the evaluators' --norm: the task's training audio, or the weights file
+
+
+@dataclass(frozen=True)
+class NormStats:
+    """The log-mel normalisation an embedder applies, and where its numbers come from.
+
+    ``source``: "task-train" (computed on the task's training clips; ``clips`` of them), "weights" (the
+    weights file's header: the pretraining corpus), "given" (passed to :func:`ours`), "hear-module" or
+    "embedder" (the model normalises its input itself; ``mean``/``std`` are unknown here).
+    """
+
+    source: str
+    mean: float | None = None
+    std: float | None = None
+    clips: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def cache_key(self) -> dict[str, float | None]:
+        """What embeddings depend on: the numbers, not where they came from."""
+        return {"mean": self.mean, "std": self.std}
 
 
 class Embedder:
@@ -36,13 +72,14 @@ class Embedder:
     :func:`hear_module` or :func:`make_embedder`; the constructor is for tests and new model kinds."""
 
     def __init__(self, fn: ClipFn, *, name: str, sample_rate: int, identity: str, min_samples: int = 1,
-                 source: str | None = None) -> None:
+                 source: str | None = None, norm: NormStats = NormStats("embedder")) -> None:
         self._fn = fn
         self.name = name                  # row name in result tables
         self.sample_rate = int(sample_rate)
         self.identity = identity          # stable across renames; changes when the embeddings could change
         self.min_samples = int(min_samples)  # shorter clips must be zero-padded (embed_waves does it)
         self._source = source or name     # what produced the output, for error messages
+        self.norm = norm                  # the log-mel normalisation it applies (for results)
 
     def __repr__(self) -> str:
         return f"Embedder(name={self.name!r}, sample_rate={self.sample_rate}, identity={self.identity!r})"
@@ -63,21 +100,41 @@ class Embedder:
         return out.astype(np.float32, copy=False)
 
 
+class WeightsEmbedder(Embedder):
+    """Our weights through the core: ``clip_embedding`` of a ``PretrainedModel`` (``.model``) loaded from
+    ``.weights``, whose log-mel normalisation can be replaced (:meth:`with_norm`)."""
+
+    def __init__(self, model: PretrainedModel, weights: Path, sha256: str, device: str, norm: NormStats) -> None:
+        from hear_diffbyola.embed import clip_embedding, min_samples
+
+        self.model, self.weights, self.device, self.sha256 = model, weights, device, sha256
+        self.weights_identity = f"ours:sha256={sha256}"  # the file alone, without its normalisation
+        # the norm stats belong to the identity: other stats change every embedding of the same file
+        identity = f"{self.weights_identity}:norm={float(norm.mean)!r},{float(norm.std)!r}"
+        super().__init__(lambda audio: clip_embedding(model, audio.to(device)), name=weights.stem,
+                         sample_rate=model.sample_rate, identity=identity, min_samples=min_samples(model, 1),
+                         source=f"clip_embedding of {weights}", norm=norm)
+
+    def with_norm(self, norm: NormStats) -> WeightsEmbedder:
+        """The same weights with the log-mel normalisation ``norm`` (a new model; this one is unchanged)."""
+        from hear_diffbyola.weights import load_pretrained
+
+        model = load_pretrained(self.weights, norm_mean=norm.mean, norm_std=norm.std, device=self.device)
+        return WeightsEmbedder(model, self.weights, self.sha256, self.device, norm)
+
+
 def ours(weights: str | Path | None = None, device: str = "cpu", norm_mean: float | None = None,
-         norm_std: float | None = None) -> Embedder:
+         norm_std: float | None = None) -> WeightsEmbedder:
     """Our ``.safetensors`` export (or an official BYOL-A .pth; ``None`` = the shipped weights) through the
     core loader and ``clip_embedding``. Raises ``WeightsError`` for a missing or unreadable file."""
-    from hear_diffbyola.embed import clip_embedding, min_samples
     from hear_diffbyola.weights import DEFAULT_WEIGHTS, load_pretrained
 
     model = load_pretrained(weights, norm_mean=norm_mean, norm_std=norm_std, device=device)
     path = Path(weights) if weights else DEFAULT_WEIGHTS
     norm = model.header["norm"]
-    # the norm stats belong to the identity: overriding them changes every embedding of the same file
-    identity = f"ours:sha256={file_sha256(path)}:norm={float(norm['mean'])!r},{float(norm['std'])!r}"
-    return Embedder(lambda audio: clip_embedding(model, audio.to(device)), name=path.stem,
-                    sample_rate=model.sample_rate, identity=identity, min_samples=min_samples(model, 1),
-                    source=f"clip_embedding of {path}")
+    given = norm_mean is not None or norm_std is not None
+    stats = NormStats("given" if given else "weights", float(norm["mean"]), float(norm["std"]))
+    return WeightsEmbedder(model, path, file_sha256(path), device, stats)
 
 
 def _model_device(model: Any, default: str) -> torch.device | str:
@@ -120,7 +177,7 @@ def hear_module(module: str, model_path: str | Path | None = None, device: str =
     return Embedder(lambda audio: mod.get_scene_embeddings(audio.to(_model_device(model, device)), model),
                     name=module if path is None else f"{module}:{path.stem}", sample_rate=int(rate),
                     identity=f"hear:{module}:version={version}:{model_part}",
-                    source=f"HEAR module {module!r}: get_scene_embeddings")
+                    source=f"HEAR module {module!r}: get_scene_embeddings", norm=NormStats("hear-module"))
 
 
 _hear_module = hear_module  # make_embedder's parameter of the same name hides the function
@@ -179,3 +236,130 @@ def embed_audio_files(embedder: Embedder, paths: Sequence[str | Path], batch_siz
         if bar is not None:
             bar.update(len(waves))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# log-mel normalisation statistics of a task's training audio
+
+def _stats_model(weights_or_model: Any, device: str) -> PretrainedModel:
+    from hear_diffbyola.weights import PretrainedModel, load_pretrained
+
+    if isinstance(weights_or_model, WeightsEmbedder):
+        return weights_or_model.model
+    if isinstance(weights_or_model, PretrainedModel):
+        return weights_or_model
+    if isinstance(weights_or_model, Embedder):
+        raise TaskError(f"{weights_or_model.name}: log-mel statistics need our weights (a PretrainedModel); "
+                        "a HEAR module or other embedder normalises its input itself")
+    return load_pretrained(weights_or_model, device=device)
+
+
+def task_norm_stats(weights_or_model: str | Path | PretrainedModel | WeightsEmbedder | None,
+                    waves: Iterable[np.ndarray], sample_rate: int, device: str = "cpu") -> NormStats:
+    """Mean and std over every log-mel value of ``waves`` (1-D clips at ``sample_rate``), computed with the
+    model's own front end before normalisation (``model.frontend.logmel``), as BYOL-A's and EVAR's
+    evaluations normalise a task's log-mels. Give it the task's *training* clips only.
+
+    ``weights_or_model``: a weights file (``None`` = the shipped weights, loaded on ``device``), a
+    ``PretrainedModel`` or a :class:`WeightsEmbedder`. Clips shorter than one encoder frame are
+    zero-padded at the end, as the embedding pads them. Streams: one clip's log-mel in memory at a time.
+    """
+    from hear_diffbyola.embed import min_samples
+    from hear_diffbyola.frontend import running_stats
+
+    model = _stats_model(weights_or_model, device)
+    if int(sample_rate) != model.sample_rate:
+        raise TaskError(f"task_norm_stats: the clips are at {sample_rate} Hz but the model's front end expects "
+                        f"{model.sample_rate} Hz; read them at the model's rate")
+    first = next(itertools.chain(model.parameters(), model.buffers()), None)
+    where = first.device if first is not None else torch.device("cpu")
+    pad = min_samples(model, 1)
+    count = 0
+
+    def logmels() -> Iterable[torch.Tensor]:
+        nonlocal count
+        for i, wave in enumerate(waves):
+            wave = np.asarray(wave, dtype=np.float32)
+            if wave.ndim != 1:
+                raise TaskError(f"task_norm_stats: clip {i} has shape {wave.shape}; give 1-D (mono) waveforms")
+            wave = np.pad(wave, (0, max(0, pad - wave.size)))
+            count += 1
+            with torch.no_grad():
+                yield model.frontend.logmel(torch.from_numpy(wave)[None].to(where))  # (1, n_mels, T)
+
+    try:
+        mean, std = running_stats(logmels())
+    except TaskError:
+        raise
+    except ValueError:
+        if count:
+            raise
+        raise TaskError("no training clips to compute the log-mel normalisation statistics from") from None
+    return NormStats("task-train", float(mean), float(std), count)
+
+
+def _read_files(paths: Sequence[str | Path], sample_rate: int, damaged_hint: str, bar: Any) -> Iterable[np.ndarray]:
+    for p in paths:
+        try:
+            yield read_audio(p, sample_rate)
+        except AudioReadError as e:
+            raise TaskError(f"{e}; {damaged_hint}" if damaged_hint else str(e)) from None
+        if bar is not None:
+            bar.update(1)
+
+
+def task_normalised(embedder: Embedder, train_files: Sequence[str | Path], norm: str = "task", *,
+                    cache_dir: str | Path | None = None, data_id: str | None = None, damaged_hint: str = "",
+                    progress: bool = False) -> Embedder:
+    """The embedder an evaluator uses, per ``norm`` (one of :data:`NORM_CHOICES`):
+
+    * ``"task"`` with our weights: the same weights normalised with :func:`task_norm_stats` of
+      ``train_files`` (the task's training audio, read at the model's rate); any statistics the embedder
+      had are replaced;
+    * ``"weights"``: ``embedder`` as it is (the weights file's statistics, or those given to :func:`ours`);
+    * a HEAR module or other embedder: itself, whatever ``norm`` says (it normalises its own input).
+
+    With ``cache_dir`` and ``data_id`` (a name that changes whenever ``train_files``' content does, such as a
+    task build id) the statistics are cached there (``tasks.cache``), so a repeated evaluation need not read
+    the training audio again. The result's ``norm`` says what it applies: :func:`norm_record` for results.
+    """
+    from tqdm import tqdm
+
+    from .cache import cache_file, cached_arrays
+
+    if norm not in NORM_CHOICES:
+        raise TaskError(f"unknown normalisation {norm!r}; choose 'task' (statistics of the task's training audio, "
+                        "as BYOL-A evaluates) or 'weights' (the weights file's pretraining statistics)")
+    if norm == "weights" or not isinstance(embedder, WeightsEmbedder):
+        return embedder
+    key = {"format": "hear-diffbyola/norm-stats/1", "weights": embedder.weights_identity, "data": data_id,
+           "clips": len(train_files)}
+    path = cache_file(cache_dir, f"norm-{embedder.name}", key) if cache_dir is not None and data_id else None
+
+    def compute() -> dict[str, np.ndarray]:
+        with tqdm(total=len(train_files), desc=f"norm stats ({embedder.name})", unit="clip", disable=not progress) as bar:
+            stats = task_norm_stats(embedder, _read_files(train_files, embedder.sample_rate, damaged_hint, bar),
+                                    embedder.sample_rate)
+        return {"mean": np.float64(stats.mean), "std": np.float64(stats.std), "clips": np.int64(stats.clips)}
+
+    arrays = cached_arrays(path, key, compute)
+    return embedder.with_norm(NormStats("task-train", float(arrays["mean"]), float(arrays["std"]), int(arrays["clips"])))
+
+
+def norm_record(embedder: Embedder, requested: str) -> dict[str, Any]:
+    """What goes into a results file: the normalisation asked for, and the one the embedder applies."""
+    rec = {"requested": requested, **embedder.norm.to_dict()}
+    if embedder.norm.source in ("hear-module", "embedder"):
+        rec["note"] = "the model normalises its own input; the task's statistics cannot be applied to it"
+    return rec
+
+
+def describe_norm(rec: dict[str, Any]) -> str:
+    """One phrase for a results file's ``norm`` record (:func:`norm_record`), for tables."""
+    source = rec.get("source")
+    if source == "task-train":
+        return f"task training audio (mean {rec['mean']:.4f}, std {rec['std']:.4f}, {rec['clips']} clips)"
+    if source in ("weights", "given"):
+        what = "weights file" if source == "weights" else "given statistics"
+        return f"{what} (mean {rec['mean']:.4f}, std {rec['std']:.4f})"
+    return "the model's own (it normalises its input itself)"

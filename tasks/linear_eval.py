@@ -12,7 +12,8 @@ Per seed:
    CPU thread (the layer is tiny; see ``_one_thread``).
 4. Up to 200 epochs; early stopping on validation loss with a patience of 20 epochs (stop once the
    validation loss has not reached a new minimum for 20 epochs in a row), then the weights of the
-   epoch with the lowest validation loss are restored and scored on the test set.
+   epoch with the lowest validation loss are restored and scored on the test set (the shared loop of
+   ``tasks.early_stopping``).
 
 Accuracies over seeds are summarised as mean and population standard deviation (numpy's default, as
 BYOL-A's evaluate.py reports them).
@@ -20,7 +21,6 @@ BYOL-A's evaluate.py reports them).
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -28,6 +28,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .early_stopping import fit_early_stopping
 
 __all__ = ["LinearEvalConfig", "LinearEvalResult", "SeedSummary", "stratified_split", "standardise",
            "linear_eval", "linear_eval_seeds"]
@@ -113,25 +115,24 @@ def _fit(x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor, y_va: torch
     torch.random.set_rng_state(torch_state)
     opt = torch.optim.Adam(layer.parameters(), lr=config.lr)
     bs = min(config.batch_size, x_tr.shape[0])
-    best_loss, best_epoch, best_state, epoch = math.inf, 0, None, 0
-    for epoch in range(1, config.max_epochs + 1):
+
+    def train_epoch(epoch: int) -> float:
         perm = torch.randperm(x_tr.shape[0], generator=gen)
+        total = 0.0
         for i in range(0, x_tr.shape[0], bs):
             idx = perm[i:i + bs]
             loss = F.cross_entropy(layer(x_tr[idx]), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-        with torch.no_grad():
-            v = float(F.cross_entropy(layer(x_va), y_va))
-        if v < best_loss:
-            best_loss, best_epoch = v, epoch
-            best_state = {k: t.clone() for k, t in layer.state_dict().items()}
-        elif epoch - best_epoch >= config.patience:
-            break
-    assert best_state is not None
-    layer.load_state_dict(best_state)
-    return layer, best_epoch, epoch, best_loss
+            total += float(loss.detach()) * len(idx)
+        return total / x_tr.shape[0]
+
+    def validate() -> float:
+        return float(F.cross_entropy(layer(x_va), y_va))
+
+    fit = fit_early_stopping(layer, train_epoch, validate, config.patience, config.max_epochs, desc="linear layer")
+    return layer, fit.best_epoch, fit.epochs_run, fit.best["val_loss"]
 
 
 @contextlib.contextmanager

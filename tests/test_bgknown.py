@@ -13,7 +13,8 @@ from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import TaskError
 from hear_diffbyola.tasks.bgknown import BuildParams, build_from_datasets, build_synthetic, load_task
 from hear_diffbyola.tasks.bgknown.evaluate import evaluate, markdown_table
-from hear_diffbyola.tasks.bgknown.features import _save_cache, cache_path, task_embeddings
+from hear_diffbyola.tasks.bgknown.features import cache_key, cache_path, task_embeddings, train_audio
+from hear_diffbyola.tasks.cache import write_arrays
 from hear_diffbyola.tasks.embedders import Embedder, hear_module, ours
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from test_embedders import install_module, tiny_weights
@@ -320,7 +321,8 @@ def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthet
                       "a": (mix - codes[y]).astype(np.float32),              # y_mix - y_a = the label's code
                       "b": (mix - 0.5 * codes[y] - rng.standard_normal(mix.shape)).astype(np.float32),
                       "c": (mix - rng.standard_normal(mix.shape)).astype(np.float32)}  # no label anywhere
-    _save_cache(cache_path(task, constructed()), task, emb)
+    write_arrays(cache_path(task, constructed()), cache_key(task, constructed()),
+                 {f"{split}/{k}": v for split, kinds in emb.items() for k, v in kinds.items()})
     res = evaluate(task, constructed(), seeds=(0, 1), progress=False)
     r = {k: v["mean"] for k, v in res["results"].items()}
     assert r["a"] >= 95.0, r
@@ -329,6 +331,21 @@ def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthet
     table = markdown_table([res])
     assert table.splitlines()[0] == "| Model | Mix | (a) | (b) | (c) |"
     assert table.splitlines()[2].startswith(f"| constructed | {r['mix']:.1f} ± ")
+
+
+def reference_norm(weights: Path, files: list[Path]) -> tuple[float, float]:
+    """Mean and std over every log-mel value of ``files``, by numpy, with the model's own front end."""
+    from hear_diffbyola.weights import load_pretrained
+
+    model = load_pretrained(weights)
+    values = []
+    for f in files:
+        wave, sr = sf.read(str(f), dtype="float32")
+        assert sr == model.sample_rate
+        with torch.no_grad():
+            values.append(model.frontend.logmel(torch.from_numpy(wave)[None]).numpy().ravel())
+    v = np.concatenate(values).astype(np.float64)
+    return float(v.mean()), float(v.std())
 
 
 def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(synthetic, tmp_path, monkeypatch, capsys):
@@ -341,11 +358,19 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
     for cond in ("mix", "a", "b", "c"):
         accs = results[0]["results"][cond]["accuracies"]
         assert len(accs) == 2 and all(0.0 <= a <= 100.0 for a in accs)
-    assert (tmp_path / "r.md").read_text() in capsys.readouterr().out
+    table = (tmp_path / "r.md").read_text()
+    assert table in capsys.readouterr().out
 
-    # the cache holds the core's embedding of each written file
+    # default normalisation: the log-mel statistics of the 40 training-side mixtures, not the file's -6 / 5
     task = load_task(synthetic)
-    embedder = ours(weights)
+    norm = results[0]["norm"]
+    mean, std = reference_norm(weights, [it.mix for s in ("train", "valid") for it in task.items[s]])
+    assert norm["requested"] == "task" and norm["source"] == "task-train" and norm["clips"] == 40
+    assert norm["mean"] == pytest.approx(mean, rel=1e-6) and norm["std"] == pytest.approx(std, rel=1e-6)
+    assert f"task training audio (mean {mean:.4f}, std {std:.4f}, 40 clips)" in table
+
+    # the cache holds the core's embedding of each written file, under those statistics
+    embedder = ours(weights, norm_mean=norm["mean"], norm_std=norm["std"])
     assert results[0]["model_identity"] == embedder.identity
     cached = np.load(cache_path(task, embedder))
     for split, k, i in (("train", "mix", 0), ("test", "c", 3)):
@@ -355,8 +380,11 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
             direct = embedder.embed(wave[None])[0]
         np.testing.assert_allclose(cached[f"{split}/{k}"][i], direct, rtol=1e-4, atol=1e-5)
 
-    # a second evaluation and the export read the cache: embedding again would raise
+    # a second evaluation and the export read the caches (statistics and embeddings): computing would raise
+    real_embed = Embedder.embed
     monkeypatch.setattr(Embedder, "embed", lambda self, w: (_ for _ in ()).throw(AssertionError("recomputed")))
+    monkeypatch.setattr("hear_diffbyola.tasks.embedders.task_norm_stats",
+                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("stats recomputed")))
     assert main(args) == 0
     out = tmp_path / "emb"
     assert main(["bgknown", "export-heareval", "--task", str(synthetic), "--model", str(weights), "--out", str(out),
@@ -373,7 +401,46 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
         np.testing.assert_array_equal(np.load(folder / split / f"{first}.embedding.npy"), x[0])
     meta = json.loads((folder / "task_metadata.json").read_text())
     assert meta["task_name"] == "bgknown-synthetic-diff-a" and meta["split_mode"] == "trainvaltest"
+    assert meta["norm"] == norm
     assert sorted(p.name for p in out.iterdir()) == [f"bgknown-synthetic-{c}" for c in ("diff-a", "diff-b", "diff-c", "mix")]
+
+    # --norm weights: the old behaviour, the file's statistics, in a cache entry of its own
+    monkeypatch.setattr(Embedder, "embed", real_embed)
+    assert main(args + ["--norm", "weights", "--json", str(tmp_path / "w.json")]) == 0
+    plain = json.loads((tmp_path / "w.json").read_text())[0]
+    assert plain["norm"] == {"requested": "weights", "source": "weights", "mean": -6.0, "std": 5.0, "clips": 0}
+    assert plain["model_identity"] == ours(weights).identity != results[0]["model_identity"]
+    assert cache_path(task, ours(weights)) != cache_path(task, embedder) and cache_path(task, ours(weights)).is_file()
+    item = task.items["test"][1]
+    wave, _ = sf.read(str(item.mix), dtype="float32")
+    np.testing.assert_allclose(np.load(cache_path(task, ours(weights)))["test/mix"][1], ours(weights).embed(wave[None])[0],
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_norm_stats_come_from_training_mixtures_only(synthetic, tmp_path):
+    import shutil
+
+    from hear_diffbyola.tasks.bgknown.features import normalised
+
+    weights = tiny_weights(tmp_path / "tiny.safetensors")
+    copy = tmp_path / "task"
+    shutil.copytree(synthetic, copy, ignore=shutil.ignore_patterns("embeddings"))
+    task = load_task(copy)
+    assert train_audio(task) == [it.mix for s in ("train", "valid") for it in task.items[s]]
+
+    def stats(cache):
+        e = normalised(task, ours(weights), "task", cache_dir=tmp_path / cache)
+        return e.norm.mean, e.norm.std
+
+    before = stats("c1")
+    assert before == pytest.approx(reference_norm(weights, train_audio(task)), rel=1e-6)
+    for it in task.items["test"]:  # test audio changed beyond recognition: the statistics do not move
+        sf.write(str(it.mix), np.random.default_rng(0).normal(0, 0.5, 16000).astype(np.float32), 16000)
+        sf.write(str(it.refs["a"]), np.zeros(16000, np.float32), 16000)
+    assert stats("c2") == before
+    sf.write(str(task.items["valid"][0].mix), np.random.default_rng(1).normal(0, 0.5, 16000).astype(np.float32), 16000)
+    assert stats("c3") != before  # a training clip did change them
+    assert stats("c1") == before  # cached (keyed on the build): the file was not read again
 
 
 FAKE_HEAR = '''
@@ -406,6 +473,9 @@ def test_any_hear_module_can_be_evaluated(synthetic, tmp_path, monkeypatch):
     res = evaluate(task, embedder, seeds=(0,), config=LinearEvalConfig(max_epochs=5), progress=False)
     assert set(res["results"]) == {"mix", "a", "b", "c"} and res["embedding_dim"] == 3
     assert res["model"] == "fake_hear_bgknown:model" and res["model_identity"] == embedder.identity
+    # a HEAR module cannot take the task's statistics; the results say it used its own
+    assert res["norm"]["requested"] == "task" and res["norm"]["source"] == "hear-module" and res["norm"]["mean"] is None
+    assert "the model's own" in markdown_table([res])
     emb = task_embeddings(task, embedder, progress=False)
     item = task.items["valid"][1]
     wave, _ = sf.read(str(item.refs["b"]), dtype="float64")

@@ -16,14 +16,15 @@ from hear_diffbyola.weights import WeightsError, load_pretrained
 
 
 def tiny_weights(path: Path, seed: int = 0) -> Path:
-    """A random-init d=32 encoder exported as our .safetensors (norm stats -6 / 5)."""
+    """A random-init small (BYOL-A v1 layout, d=64) encoder exported as our .safetensors (norm stats -6 / 5)."""
     from hear_diffbyola.encoder import AudioNTT2020, EncoderConfig
     from hear_diffbyola.frontend import FrontendConfig
     from hear_diffbyola.weights import make_header, save_weights
 
     torch.manual_seed(seed)
-    enc = AudioNTT2020(n_mels=64, d=32)
-    header = make_header(FrontendConfig(), (-6.0, 5.0), EncoderConfig(n_mels=64, d=32), 0.5, {"note": "random init"})
+    enc = AudioNTT2020(n_mels=64, d=64)
+    config = EncoderConfig(arch="audiontt2020", n_mels=64, d=64)
+    header = make_header(FrontendConfig(), (-6.0, 5.0), config, 0.5, {"note": "random init"})
     save_weights(path, enc.state_dict(), header)
     return path
 

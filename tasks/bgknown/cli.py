@@ -1,4 +1,4 @@
-"""``hear-diffbyola bgknown build|eval|export-heareval`` (registered by ``hear_diffbyola.cli``).
+"""``hear-diffbyola bgknown build|eval|export-heareval`` (a ``hear_diffbyola.commands`` entry point).
 
 Kept import-light: heavy modules load inside the commands, so ``hear-diffbyola --help`` stays fast.
 """
@@ -6,29 +6,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from ..embedders import Embedder
 
 __all__ = ["add_parser"]
-
-
-def _guard(fn: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Task and audio errors -> one line on stderr and exit status 2 (as the core's errors in cli.main)."""
-    def run(args: argparse.Namespace) -> int:
-        from hear_diffbyola.audio import AudioReadError
-
-        from .. import TaskError
-
-        try:
-            return fn(args)
-        except (TaskError, AudioReadError) as e:
-            print(f"hear-diffbyola bgknown {args.bgknown_command}: error: {e}", file=sys.stderr)
-            return 2
-    return run
 
 
 def _params(args: argparse.Namespace):
@@ -79,8 +63,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise TaskError(f"--seeds must be at least 1, got {args.seeds}")
     task = load_task(args.task)
     config = LinearEvalConfig(max_epochs=args.max_epochs, patience=args.patience)
-    results = [evaluate(task, e, tuple(range(args.seeds)), config, args.cache_dir, args.batch_size, not args.no_progress)
-               for e in _embedders(args)]
+    results = [evaluate(task, e, tuple(range(args.seeds)), config, args.cache_dir, args.batch_size, not args.no_progress,
+                        norm=args.norm) for e in _embedders(args)]
     table = markdown_table(results)
     json_path = Path(args.json or task.root / "results.json")
     md_path = Path(args.markdown or task.root / "results.md")
@@ -102,7 +86,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise TaskError("export-heareval writes one model at a time: give a single --model (and --out per model)")
     task = load_task(args.task)
     folders = export_heareval(task, _embedders(args)[0], args.out, args.cache_dir, args.batch_size,
-                              not args.no_progress, args.force)
+                              not args.no_progress, args.force, norm=args.norm)
     print("[hear-diffbyola] wrote " + ", ".join(str(f) for f in folders))
     print("[hear-diffbyola] score them with: python -m heareval.predictions.runner " + " ".join(str(f) for f in folders))
     return 0
@@ -119,6 +103,10 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="device for our weights: cpu (default), cuda, cuda:N")
     p.add_argument("--batch-size", type=int, default=16, help="clips per embedding batch (default 16)")
     p.add_argument("--cache-dir", help="embedding cache folder (default: TASK/embeddings)")
+    p.add_argument("--norm", choices=("task", "weights"), default="task",
+                   help="log-mel normalisation of our weights: 'task' (default; mean/std of the task's training "
+                        "mixtures, as BYOL-A evaluates) or 'weights' (the file's pretraining statistics). "
+                        "A --hear-module normalises its own input.")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -147,7 +135,7 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--snr-high", type=float, default=3.0, help="SNR range high end in dB (default 3)")
     b.add_argument("--force", action="store_true", help="replace an existing task folder at --out")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
-    b.set_defaults(func=_guard(cmd_build))
+    b.set_defaults(func=cmd_build)
 
     e = bsub.add_parser("eval", help="linear evaluation of Mix, (a), (b), (c); JSON + markdown table")
     _model_args(e)
@@ -156,11 +144,11 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     e.add_argument("--patience", type=int, default=20, help="early-stopping patience in epochs (default 20)")
     e.add_argument("--json", help="results JSON path (default TASK/results.json)")
     e.add_argument("--markdown", help="markdown table path (default TASK/results.md)")
-    e.set_defaults(func=_guard(cmd_eval))
+    e.set_defaults(func=cmd_eval)
 
     x = bsub.add_parser("export-heareval", help="write y_mix and y_diff (a/b/c) as heareval embedding folders")
     _model_args(x)
     x.add_argument("--out", required=True, help="folder for the four heareval task folders, e.g. embeddings/MODEL")
     x.add_argument("--force", action="store_true", help="overwrite existing condition folders")
-    x.set_defaults(func=_guard(cmd_export))
+    x.set_defaults(func=cmd_export)
     return bk

@@ -4,6 +4,11 @@ Conditions: "mix" (y_mix alone) and "a", "b", "c" (y_diff with the background re
 segment under the foreground, (b) = a segment overlapping it by half, (c) = a segment not overlapping it).
 Training uses the whole training side (HEAR train + valid = ESC-50 folds 1-3); the linear protocol holds
 out its own 10 % validation per seed (see ``tasks.linear_eval``). Accuracies are in %.
+
+Our model's log-mels are normalised as BYOL-A's evaluation does (``norm="task"``, the default): with
+the mean and std of the training-side mixtures (``features.train_audio``), not the pretraining
+statistics of the weights file (``norm="weights"``). A HEAR module normalises its own input. The
+result's ``"norm"`` says which statistics were applied, and the table's note repeats it.
 """
 from __future__ import annotations
 
@@ -12,9 +17,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..embedders import Embedder
+from ..embedders import Embedder, describe_norm, norm_record
 from ..linear_eval import LinearEvalConfig, linear_eval_seeds
-from .features import task_embeddings
+from .features import normalised, task_embeddings
 from .manifest import BgKnownTask
 
 __all__ = ["CONDITIONS", "condition_features", "evaluate", "markdown_table"]
@@ -34,8 +39,10 @@ def condition_features(emb: dict[str, np.ndarray], condition: str) -> np.ndarray
 
 def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1, 2),
              config: LinearEvalConfig = LinearEvalConfig(), cache_dir: str | Path | None = None,
-             batch_size: int = 16, progress: bool = True) -> dict[str, Any]:
-    """Embed (or read cached embeddings), then run the linear protocol per condition and seed."""
+             batch_size: int = 16, progress: bool = True, norm: str = "task") -> dict[str, Any]:
+    """Normalise (``norm``: "task" or "weights", see the module docstring), embed (or read cached
+    embeddings), then run the linear protocol per condition and seed."""
+    embedder = normalised(task, embedder, norm, cache_dir, progress)
     emb = task_embeddings(task, embedder, cache_dir, batch_size, progress)
     y_train = np.array(task.label_indices("train") + task.label_indices("valid"), dtype=np.int64)
     y_test = np.array(task.label_indices("test"), dtype=np.int64)
@@ -46,7 +53,8 @@ def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1
         results[cond] = linear_eval_seeds(x_train, y_train, x_test, y_test, seeds, config, n_classes=len(task.labels),
                                           progress=progress, desc=f"linear evaluation {COLUMN_TITLES[cond]}").to_dict()
     return {"task": task.name, "task_dir": str(task.root.resolve()), "build_id": task.build_id,
-            "model": embedder.name, "model_identity": embedder.identity, "embedding_dim": int(emb["test"]["mix"].shape[1]),
+            "model": embedder.name, "model_identity": embedder.identity, "norm": norm_record(embedder, norm),
+            "embedding_dim": int(emb["test"]["mix"].shape[1]),
             "n_train": int(y_train.size), "n_test": int(y_test.size), "n_classes": len(task.labels),
             "chance": 100.0 / len(task.labels), "seeds": list(seeds), "protocol": config.to_dict(),
             "results": results}
@@ -63,4 +71,6 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     seeds = sorted({len(r["seeds"]) for r in results})
     note = (f"\nAccuracy (%) on {results[0]['task']} (build {results[0]['build_id']}), mean ± std over "
             f"{'/'.join(map(str, seeds))} seeds; chance {results[0]['chance']:.1f} %.\n") if results else ""
-    return "\n".join([head, rule, *rows]) + "\n" + note
+    norms = "".join(f"Log-mel normalisation of {r['model']}: {describe_norm(r['norm'])}.\n" for r in results if "norm" in r)
+    return "\n".join([head, rule, *rows]) + "\n" + note + norms
+

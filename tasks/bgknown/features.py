@@ -1,85 +1,74 @@
 """Scene embeddings of a task's mixtures and references, from our weights or any HEAR module, cached.
 
-The embedding itself is ``tasks.embedders`` (one ``Embedder`` for every task). What is BgKnown's own is
-the cache: one ``.npz`` per (model, task build), keyed by ``Embedder.identity`` (the model file's sha256
-and norm stats, or the HEAR module's name, version and model file) and the task's build id, so a rebuilt
-task or a retrained model never reuses stale embeddings.
+The embedding itself is ``tasks.embedders`` (one ``Embedder`` for every task) and the cache is
+``tasks.cache`` (one for every task): one ``.npz`` per (model, normalisation, task build), keyed on
+``Embedder.identity`` (the model file's sha256 and norm stats, or the HEAR module's name, version and
+model file), the norm stats it applies and the task's build id (which covers every item), so a rebuilt
+task, a retrained or re-normalised model never reuses stale embeddings.
+
+``train_audio`` names the training audio whose log-mel statistics normalise our model in the
+evaluation (``--norm task``): the mixtures of the training side (HEAR train + valid), the clips the linear
+classifier learns from; never a test clip.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import re
 from pathlib import Path
 
 import numpy as np
 
-from hear_diffbyola.weights import atomic_write
-
-from ..embedders import Embedder, embed_audio_files
+from ..cache import cache_file, cached_arrays
+from ..embedders import Embedder, embed_audio_files, task_normalised
 from .manifest import REFS, SPLITS, BgKnownTask
 
-__all__ = ["KINDS", "task_embeddings", "cache_path"]
+__all__ = ["KINDS", "TRAIN_SPLITS", "task_embeddings", "cache_path", "cache_key", "train_audio", "normalised"]
 
 KINDS = ("mix", *REFS)  # the mixture and its three background references
-CACHE_FORMAT = "hear-diffbyola/bgknown-embeddings/1"
+TRAIN_SPLITS = ("train", "valid")  # the training side the linear protocol learns from
+CACHE_FORMAT = "hear-diffbyola/bgknown-embeddings/2"
 
 
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60] or "model"
+def cache_key(task: BgKnownTask, embedder: Embedder) -> dict:
+    """What the embeddings depend on: the model, its normalisation and the task build."""
+    return {"format": CACHE_FORMAT, "embedder": embedder.identity, "norm": embedder.norm.cache_key(),
+            "build_id": task.build_id}
 
 
 def cache_path(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path | None = None) -> Path:
-    """``<cache_dir or TASK/embeddings>/<model name>-<hash of (model identity, build id)>.npz``."""
-    key = json.dumps({"embedder": embedder.identity, "build_id": task.build_id}, sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(cache_dir or task.root / "embeddings") / f"{_slug(embedder.name)}-{digest}.npz"
+    """``<cache_dir or TASK/embeddings>/<model name>-<hash of cache_key>.npz``."""
+    return cache_file(cache_dir or task.root / "embeddings", embedder.name, cache_key(task, embedder))
 
 
-def _load_cache(path: Path, task: BgKnownTask) -> dict[str, dict[str, np.ndarray]] | None:
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if str(z["format"]) != CACHE_FORMAT or str(z["build_id"]) != task.build_id:
-                return None
-            out = {}
-            for split in SPLITS:
-                if list(z[f"{split}/names"]) != [it.name for it in task.items[split]]:
-                    return None
-                out[split] = {k: z[f"{split}/{k}"] for k in KINDS}
-            return out
-    except (OSError, KeyError, ValueError):
-        return None  # unreadable or from another version: recompute and overwrite
+def train_audio(task: BgKnownTask) -> list[Path]:
+    """The mixtures of the training side (train + valid), in manifest order."""
+    return [it.mix for split in TRAIN_SPLITS for it in task.items[split]]
 
 
-def _save_cache(path: Path, task: BgKnownTask, emb: dict[str, dict[str, np.ndarray]]) -> None:
-    arrays: dict[str, np.ndarray] = {"format": np.array(CACHE_FORMAT), "build_id": np.array(task.build_id)}
-    for split in SPLITS:
-        arrays[f"{split}/names"] = np.array([it.name for it in task.items[split]])
-        arrays.update({f"{split}/{k}": emb[split][k] for k in KINDS})
-
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-
-    atomic_write(path, write)  # a crash leaves no half-written cache
+def normalised(task: BgKnownTask, embedder: Embedder, norm: str = "task", cache_dir: str | Path | None = None,
+               progress: bool = False) -> Embedder:
+    """``embedder`` normalised as ``norm`` asks (``tasks.embedders.task_normalised``): with "task", by the
+    log-mel statistics of :func:`train_audio` (cached beside the embeddings)."""
+    return task_normalised(embedder, train_audio(task), norm, cache_dir=cache_dir or task.root / "embeddings",
+                           data_id=f"bgknown:{task.build_id}:{'+'.join(TRAIN_SPLITS)} mixtures",
+                           damaged_hint="the task folder is damaged: rebuild it", progress=progress)
 
 
 def task_embeddings(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path | None = None,
                     batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
-    """{split: {"mix"|"a"|"b"|"c": (n_items, d) float32}} in manifest order, from the cache when it has them."""
+    """{split: {"mix"|"a"|"b"|"c": (n_items, d) float32}} in manifest order, from the cache when it has them.
+    Embeds with ``embedder`` as given (normalise it first with :func:`normalised`)."""
     from tqdm import tqdm
 
-    path = cache_path(task, embedder, cache_dir)
-    cached = _load_cache(path, task) if path.is_file() else None
-    if cached is not None:
-        return cached
-    total = sum(len(its) for its in task.items.values()) * len(KINDS)
-    emb: dict[str, dict[str, np.ndarray]] = {}
-    with tqdm(total=total, desc=f"embedding ({embedder.name})", unit="clip", disable=not progress) as bar:
-        for split in SPLITS:
-            items = task.items[split]
-            emb[split] = {k: embed_audio_files(embedder, [it.mix if k == "mix" else it.refs[k] for it in items],
-                                               batch_size, bar, "the task folder is damaged: rebuild it")
-                          for k in KINDS}
-    _save_cache(path, task, emb)
-    return emb
+    def compute() -> dict[str, np.ndarray]:
+        total = sum(len(its) for its in task.items.values()) * len(KINDS)
+        out = {}
+        with tqdm(total=total, desc=f"embedding ({embedder.name})", unit="clip", disable=not progress) as bar:
+            for split in SPLITS:
+                items = task.items[split]
+                for k in KINDS:
+                    out[f"{split}/{k}"] = embed_audio_files(
+                        embedder, [it.mix if k == "mix" else it.refs[k] for it in items], batch_size, bar,
+                        "the task folder is damaged: rebuild it")
+        return out
+
+    flat = cached_arrays(cache_path(task, embedder, cache_dir), cache_key(task, embedder), compute)
+    return {split: {k: flat[f"{split}/{k}"] for k in KINDS} for split in SPLITS}

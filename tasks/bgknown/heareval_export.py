@@ -10,7 +10,8 @@ through ``np.memmap``, not ``np.save``: heareval memmaps it back), ``<split>.emb
     python -m heareval.predictions.runner <out>/<task>-mix <out>/<task>-diff-a ...
 
 Here the HEAR train/valid/test splits of the task folder are used as they are (valid is the build's
-fixed stratified 10 % of the training side).
+fixed stratified 10 % of the training side). Our model is normalised as in ``evaluate`` (``norm``; the
+default "task": statistics of the training-side mixtures); each folder's task_metadata.json records it.
 """
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ from typing import Any
 import numpy as np
 
 from .. import TaskError
-from ..embedders import Embedder
+from ..embedders import Embedder, norm_record
 from .evaluate import CONDITIONS, condition_features
-from .features import task_embeddings
+from .features import normalised, task_embeddings
 from .manifest import SPLITS, BgKnownTask
 
 __all__ = ["export_heareval", "condition_folder_name"]
@@ -52,9 +53,10 @@ def _write_split(folder: Path, split: str, x: np.ndarray, files: list[str], labe
 
 
 def export_heareval(task: BgKnownTask, embedder: Embedder, out: str | Path, cache_dir: str | Path | None = None,
-                    batch_size: int = 16, progress: bool = True, force: bool = False) -> list[Path]:
+                    batch_size: int = 16, progress: bool = True, force: bool = False, norm: str = "task") -> list[Path]:
     """Write the four condition folders under ``out``; returns their paths."""
     out = Path(out)
+    embedder = normalised(task, embedder, norm, cache_dir, progress)
     emb = task_embeddings(task, embedder, cache_dir, batch_size, progress)
     meta = json.loads((task.root / "task_metadata.json").read_text())
     folders = []
@@ -66,7 +68,8 @@ def export_heareval(task: BgKnownTask, embedder: Embedder, out: str | Path, cach
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         feature = "y_mix" if cond == "mix" else f"y_mix - y_bg({cond})"
-        cond_meta: dict[str, Any] = {**meta, "task_name": folder.name, "feature": feature, "model": embedder.name}
+        cond_meta: dict[str, Any] = {**meta, "task_name": folder.name, "feature": feature, "model": embedder.name,
+                                     "norm": norm_record(embedder, norm)}
         (folder / "task_metadata.json").write_text(json.dumps(cond_meta, indent=2) + "\n")
         shutil.copy(task.root / "labelvocabulary.csv", folder)
         for split in SPLITS:

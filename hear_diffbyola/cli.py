@@ -1,14 +1,27 @@
-"""`hear-diffbyola` command line (also `python -m hear_diffbyola`)."""
+"""`hear-diffbyola` command line (also `python -m hear_diffbyola`): the package's composition root.
+
+The core commands (pretrain, export, config, install-eval-tools) live here. Every other command is
+added by the code it runs, through the ``hear_diffbyola.commands`` entry-point group: each entry is a
+function ``add_parser(subparsers)`` (``pyproject.toml`` lists them; the tasks and the s3prl upstream
+register theirs), so a new benchmark touches only its own folder and ``pyproject.toml``.
+
+Errors: every error the package raises on bad input is a :class:`~hear_diffbyola.errors.DiffByolaError`;
+``main`` catches it once and prints ``hear-diffbyola COMMAND: error: MESSAGE`` on one line (exit status 2).
+"""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
+from importlib.metadata import EntryPoint, entry_points
 
-from .config import ConfigError, PretrainConfig, apply_overrides, load_yaml
+from .errors import DiffByolaError
 
-# Named pretrain flags -> config keys; --set section.key=value reaches every other key.
+__all__ = ["COMMANDS_GROUP", "PRETRAIN_FLAGS", "build_config", "main", "make_parser", "parse_args"]
+
+COMMANDS_GROUP = "hear_diffbyola.commands"
+
+# Named pretrain flags (argparse dest) -> config keys. Their values arrive typed from argparse and go into
+# the config as they are; --set SECTION.KEY=VALUE reaches every other key (read as YAML, then type-checked).
 PRETRAIN_FLAGS = {
     "corpus": "train.corpus", "lam": "learner.lam", "steps": "train.steps", "epochs": "train.epochs",
     "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed", "d": "encoder.d",
@@ -16,12 +29,16 @@ PRETRAIN_FLAGS = {
 }
 
 
-def build_config(args: argparse.Namespace) -> PretrainConfig:
-    """defaults < --config YAML < named flags < --set overrides."""
-    data = load_yaml(args.config) if args.config else {}
-    flags = [f"{key}={getattr(args, name)}" for name, key in PRETRAIN_FLAGS.items() if getattr(args, name) is not None]
-    return PretrainConfig.from_dict(apply_overrides(data, flags + list(args.set)))
+def build_config(args: argparse.Namespace):
+    """defaults < --config YAML < named flags < --set overrides; returns a PretrainConfig."""
+    from .config import PretrainConfig, apply_overrides, load_yaml, set_values
 
+    data = load_yaml(args.config) if args.config else {}
+    named = {key: getattr(args, dest) for dest, key in PRETRAIN_FLAGS.items() if getattr(args, dest) is not None}
+    return PretrainConfig.from_dict(apply_overrides(set_values(data, named), list(args.set)))
+
+
+# ---------------------------------------------------------------- core commands
 
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain
@@ -44,19 +61,17 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from .config import PretrainConfig
+
     print(PretrainConfig().to_yaml(), end="")
     return 0
 
 
 def cmd_install_eval_tools(args: argparse.Namespace) -> int:
-    from .heartask import HeartaskError, install_eval_tools, missing_eval_imports
+    from .evaltools import install_eval_tools, missing_eval_imports
 
-    try:
-        for cmd in install_eval_tools(patch=not args.no_patch):
-            print(f"[hear-diffbyola] ran: {' '.join(cmd)}")
-    except HeartaskError as e:
-        print(f"hear-diffbyola install-eval-tools: error: {e}", file=sys.stderr)
-        return 2
+    for cmd in install_eval_tools(patch=not args.no_patch):
+        print(f"[hear-diffbyola] ran: {' '.join(cmd)}")
     if not args.no_patch:
         print("[hear-diffbyola] heareval patched for event-task scoring (hear-eval-kit#432)")
     missing = missing_eval_imports()
@@ -65,64 +80,7 @@ def cmd_install_eval_tools(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import DemoError, run_demo
-    from .tasks import TaskError
-
-    try:
-        run_demo(args.out or f"runs/demo-{args.budget}", args.budget, device=args.device, text_encoder=args.text_encoder,
-                 pretrain_seed=args.pretrain_seed, paper_numbers=args.paper_numbers, progress=not args.no_progress)
-    except (DemoError, TaskError) as e:
-        print(f"hear-diffbyola demo: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def cmd_demo_seeds(args: argparse.Namespace) -> int:
-    from .demo import DemoError, seeds_table
-
-    results = []
-    try:
-        for item in args.results:
-            path = Path(item) / "results.json" if Path(item).is_dir() else Path(item)
-            try:
-                results.append(json.loads(path.read_text()))
-            except (OSError, ValueError) as e:
-                raise DemoError(f"cannot read {path} ({e}); give demo folders or their results.json") from e
-        print(seeds_table(results), end="")
-    except DemoError as e:
-        print(f"hear-diffbyola demo-seeds: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
-def cmd_s3prl(args: argparse.Namespace) -> int:
-    from .s3prl import S3prlError, run_downstream
-
-    try:
-        return run_downstream(args.runner_args)
-    except S3prlError as e:
-        print(f"hear-diffbyola s3prl: error: {e}", file=sys.stderr)
-        return 2
-
-
-def cmd_s3prl_install(args: argparse.Namespace) -> int:
-    from .s3prl import S3prlError, install, uninstall
-
-    try:
-        changed = uninstall(args.s3prl_root) if args.uninstall else install(args.s3prl_root, copy=args.copy)
-    except S3prlError as e:
-        print(f"hear-diffbyola s3prl-install: error: {e}", file=sys.stderr)
-        return 2
-    for line in changed or ["nothing to do: already " + ("uninstalled" if args.uninstall else "installed")]:
-        print(f"[hear-diffbyola] {line}")
-    return 0
-
-
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hear-diffbyola", description="Difference-aware BYOL-A: pretrain, export, evaluate.")
-    sub = p.add_subparsers(dest="command", required=True)
-
+def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     pt = sub.add_parser("pretrain", help="pretrain DiffBYOL-A (embedded corpus by default)",
                         description="Pretrain on the embedded corpus, a folder of audio or a .csv/.txt list. "
                                     "Multi-GPU: torchrun --nproc_per_node N -m hear_diffbyola pretrain ...")
@@ -146,33 +104,14 @@ def make_parser() -> argparse.ArgumentParser:
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)
 
+
+def _add_core(sub: argparse._SubParsersAction) -> None:
+    _add_pretrain(sub)
+
     ex = sub.add_parser("export", help="write a run's encoder as a .safetensors weights file")
     ex.add_argument("run_dir", help="the --out folder of a pretraining run")
     ex.add_argument("--out", required=True, help="output path, e.g. weights/mine.safetensors")
     ex.set_defaults(func=cmd_export)
-
-    dm = sub.add_parser("demo", help="pretrain lambda=0 and 0.5 on the embedded corpus, score both on synthetic "
-                                     "BgKnown, APwD and a HEAR scene task, write report.md with plots",
-                        description="The paper's comparison end to end on data that ships with the package. Resumable: "
-                                    "run the same command again to finish an interrupted demo (done stages are skipped).")
-    dm.add_argument("--out", help="demo folder (default runs/demo-BUDGET)")
-    dm.add_argument("--budget", choices=("quick", "full"), default="quick",
-                    help="quick: about 8 min on 2 CPU cores (shows the pipeline); full: the paper's d=2048 encoder and "
-                         "the tasks' default sizes, about an hour on 2 CPU cores (default quick)")
-    dm.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N (pretraining and embedding)")
-    dm.add_argument("--text-encoder", choices=("hash", "minilm", "distilbert"), default="hash",
-                    help="APwD text encoder (default hash: needs no model, same numbers everywhere)")
-    dm.add_argument("--pretrain-seed", type=int, default=0,
-                    help="seed of both pretraining runs (default 0); tasks and evaluation seeds stay the same, so "
-                         "demos with other values show how much the comparison moves with it")
-    dm.add_argument("--paper-numbers", metavar="FILE",
-                    help="JSON with the paper's own numbers to print beside ours, labelled (format: hear_diffbyola/demo.py)")
-    dm.add_argument("--no-progress", action="store_true", help="no progress bars")
-    dm.set_defaults(func=cmd_demo)
-
-    ds = sub.add_parser("demo-seeds", help="BgKnown table across demos that differ only in --pretrain-seed")
-    ds.add_argument("results", nargs="+", help="demo folders (or their results.json)")
-    ds.set_defaults(func=cmd_demo_seeds)
 
     cf = sub.add_parser("config", help="print the default configuration as YAML")
     cf.set_defaults(func=cmd_config)
@@ -184,39 +123,56 @@ def make_parser() -> argparse.ArgumentParser:
     ie.add_argument("--no-patch", action="store_true", help="leave heareval unpatched (event-task scoring then fails)")
     ie.set_defaults(func=cmd_install_eval_tools)
 
-    from .tasks.bgknown.cli import add_parser as add_bgknown_parser  # bgknown build|eval|export-heareval (tasks/bgknown)
-    add_bgknown_parser(sub)
 
-    from .tasks.apwd.cli import add_parser as add_apwd_parser  # apwd build|eval|table (tasks/apwd)
-    add_apwd_parser(sub)
+# ---------------------------------------------------------------- registered commands
 
-    # prefix_chars="+": every argument after 's3prl' (-m, -u, --help ...) goes to s3prl's runner untouched
-    s3 = sub.add_parser("s3prl", prefix_chars="+", add_help=False,
-                        help="run s3prl's downstream runner with the diffbyola upstreams registered "
-                             "(arguments are run_downstream.py's, e.g. -m train -u diffbyola -d emotion -c CONFIG -p EXPDIR)")
-    s3.add_argument("runner_args", nargs=argparse.REMAINDER)
-    s3.set_defaults(func=cmd_s3prl)
+def registered_commands() -> list[EntryPoint]:
+    """The ``hear_diffbyola.commands`` entry points, one per name, in name order."""
+    found: dict[str, EntryPoint] = {}
+    for ep in entry_points(group=COMMANDS_GROUP):
+        found.setdefault(ep.name, ep)  # a stale second copy of the metadata must not add a command twice
+    return [found[name] for name in sorted(found)]
 
-    si = sub.add_parser("s3prl-install", help="link upstream/diffbyola into an s3prl tree and add it to s3prl/hub.py",
-                        description="For s3prl source checkouts: afterwards s3prl's own run_downstream.py knows "
-                                    "-u diffbyola. Idempotent; --uninstall reverses it exactly.")
-    si.add_argument("--s3prl-root", help="s3prl checkout (or its s3prl/ package folder); default: the installed s3prl")
-    si.add_argument("--copy", action="store_true", help="copy the upstream folder instead of linking it")
-    si.add_argument("--uninstall", action="store_true", help="remove the link (or copy) and the hub.py line")
-    si.set_defaults(func=cmd_s3prl_install)
+
+def _label_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> None:
+    """Give every (sub)command's namespace its own words ('bgknown build'), for the one error handler.
+    A subcommand's defaults overwrite its parent's, so the deepest command chosen sets them."""
+    parser.set_defaults(_command=" ".join(words))
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _label_commands(child, (*words, name))
+
+
+def make_parser() -> argparse.ArgumentParser:
+    commands = registered_commands()
+    epilog = None if commands else (
+        f"No {COMMANDS_GROUP} entry points are installed, so the task and s3prl commands are missing: "
+        "reinstall the package (pip install -e .).")
+    p = argparse.ArgumentParser(prog="hear-diffbyola", epilog=epilog,
+                                description="Difference-aware BYOL-A: pretrain, export, evaluate.")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_core(sub)
+    for ep in commands:
+        ep.load()(sub)
+    _label_commands(p)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = make_parser().parse_args(argv)
-    from .corpus import CorpusError
-    from .train import TrainingError
-    from .weights import WeightsError
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
 
+
+def _one_line(e: BaseException) -> str:
+    return " | ".join(line.strip() for line in str(e).splitlines() if line.strip())
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, CorpusError, TrainingError, WeightsError) as e:
-        print(f"hear-diffbyola {args.command}: error: {e}", file=sys.stderr)
+    except DiffByolaError as e:
+        print(f"hear-diffbyola {args._command}: error: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -1,17 +1,25 @@
-"""Pretraining configuration: one dataclass per room, composed, read from YAML, overridden by 'section.key=value'."""
+"""Pretraining configuration: one dataclass per room, composed, read from YAML, overridden by 'section.key=value'.
+
+Values reach the dataclasses from three places: a YAML file, typed values set by key (``set_values``,
+what the CLI's named flags use) and ``section.key=value`` strings (``apply_overrides``, the CLI's
+``--set``). Whatever their origin, ``PretrainConfig.from_dict`` checks each value against its field's
+annotation (``check_value``), so a wrong type fails naming the key, the value and the type expected.
+"""
 from __future__ import annotations
 
-from .errors import DiffByolaError
-
+import functools
+import types
+import typing
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
 from .augment import AugmentConfig
 from .dictconfig import DictConfig
 from .encoder import EncoderConfig
+from .errors import DiffByolaError
 from .frontend import FrontendConfig
 from .learner import LearnerConfig
 
@@ -91,6 +99,8 @@ class PretrainConfig:
             sec = d.get(name) or {}
             if not isinstance(sec, dict):
                 raise ConfigError(f"config section '{name}' must be a mapping, got {type(sec).__name__}")
+            types_ = field_types(name)
+            sec = {k: check_value(f"{name}.{k}", v, types_[k]) if k in types_ else v for k, v in sec.items()}
             try:
                 kwargs[name] = klass.from_dict(sec)
             except (TypeError, ValueError) as e:
@@ -114,21 +124,140 @@ def load_yaml(path: str | Path) -> dict:
     return data
 
 
-def apply_overrides(d: dict, overrides: list[str]) -> dict:
-    """Apply 'section.key=value' strings (value parsed as YAML: 0.5, true, null, [1, 2], text)."""
+def field_types(section: str) -> dict[str, Any]:
+    """{key: annotation} of a config section's dataclass fields (annotations resolved from their strings)."""
+    return _field_types(SECTIONS[section])
+
+
+@functools.cache
+def _field_types(klass: type) -> dict[str, Any]:
+    hints = typing.get_type_hints(klass)
+    return {f.name: hints[f.name] for f in fields(klass)}
+
+
+def _split_key(key: str, where: str) -> tuple[str, str]:
+    """'section.name' -> (section, name), both known; ConfigError naming ``where`` otherwise."""
+    section, dot, name = key.strip().partition(".")
+    if not dot or not name:
+        raise ConfigError(f"{where}: a key looks like section.key, e.g. learner.lam")
+    if section not in SECTIONS:
+        raise ConfigError(f"{where}: unknown section {section!r}; valid sections: {sorted(SECTIONS)}")
+    valid = field_types(section)
+    if name not in valid:
+        raise ConfigError(f"{where}: unknown key {section}.{name}; valid keys: {sorted(valid)}")
+    return section, name
+
+
+def _type_name(tp: Any) -> str:
+    if tp is type(None):
+        return "null"
+    args = typing.get_args(tp)
+    if _is_union(tp):
+        return " or ".join(_type_name(a) for a in args)
+    if typing.get_origin(tp) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return f"a list of {_type_name(args[0])}"
+        return f"a list of {len(args)} values ({', '.join(_type_name(a) for a in args)})"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+class _Mismatch(Exception):
+    """``value`` does not fit the annotation (internal: ``check_value`` turns it into a ConfigError)."""
+
+
+def _coerce(value: Any, tp: Any) -> Any:
+    """``value`` as a value of annotation ``tp``, or _Mismatch. Widening only: an int is a float, a
+    list is a tuple, a string that reads as a number is a float (YAML 1.1 reads ``1e-5`` as text)."""
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        for option in typing.get_args(tp):
+            try:
+                return _coerce(value, option)
+            except _Mismatch:
+                pass
+        raise _Mismatch
+    if tp is type(None):
+        if value is None:
+            return None
+        raise _Mismatch
+    if typing.get_origin(tp) is tuple:
+        args = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise _Mismatch
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0]) for v in value)
+        if len(value) != len(args):
+            raise _Mismatch
+        return tuple(_coerce(v, a) for v, a in zip(value, args))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _Mismatch
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise _Mismatch
+    return value  # an annotation this checker does not know: the dataclass's own checks decide
+
+
+def check_value(key: str, value: Any, annotation: Any) -> Any:
+    """``value`` for config key ``key`` (``section.name``) converted to its field's ``annotation``, or a
+    ConfigError naming the key, the value and the type expected (a bool is no int; an int is a float)."""
+    try:
+        return _coerce(value, annotation)
+    except _Mismatch:
+        raise ConfigError(f"{key} must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})") from None
+
+
+def set_values(d: dict, values: Mapping[str, Any]) -> dict:
+    """A copy of ``d`` with typed values set by key, e.g. ``{"train.lr": 1e-5, "train.corpus": "/data/set #2"}``.
+
+    The values are taken as they are (no parsing), so a string stays that string."""
     d = {k: dict(v or {}) for k, v in d.items()}
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        section, dot, name = key.strip().partition(".")
-        if not sep or not dot or not name:
-            raise ConfigError(f"override {item!r} must look like section.key=value, e.g. learner.lam=0.5")
-        if section not in SECTIONS:
-            raise ConfigError(f"override {item!r}: unknown section {section!r}; valid sections: {sorted(SECTIONS)}")
-        valid = {f.name for f in fields(SECTIONS[section])}
-        if name not in valid:
-            raise ConfigError(f"override {item!r}: unknown key {section}.{name}; valid keys: {sorted(valid)}")
-        d.setdefault(section, {})[name] = yaml.safe_load(value)
+    for key, value in values.items():
+        section, name = _split_key(key, f"config key {key!r}")
+        d.setdefault(section, {})[name] = value
     return d
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """'section.key=value' -> (key, value). The value is read as YAML (0.5, true, null, [1, 2]), except
+    for a text field, whose value is the text as written (so ``on`` and ``a #b`` stay text)."""
+    key, sep, raw = item.partition("=")
+    if not sep:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. learner.lam=0.5")
+    section, name = _split_key(key, f"override {item!r}")
+    annotation = field_types(section)[name]
+    options = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    if str in options and not (type(None) in options and raw.strip() in ("null", "~")):
+        return f"{section}.{name}", raw
+    try:
+        return f"{section}.{name}", yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {item!r}: the value is not valid YAML ({e})") from e
+
+
+def apply_overrides(d: dict, overrides: list[str]) -> dict:
+    """Apply 'section.key=value' strings (see ``parse_override``); types are checked by ``PretrainConfig.from_dict``."""
+    return set_values(d, dict(parse_override(item) for item in overrides))
 
 
 def with_train(config: PretrainConfig, **changes) -> PretrainConfig:

@@ -1,11 +1,15 @@
-"""DiffBYOL-A in s3prl without editing s3prl: ``register()``, compatibility shims, the in-process
-downstream runner, and ``s3prl-install`` for s3prl source checkouts.
+"""s3prl without editing s3prl: compatibility shims, hub registration, the in-process downstream runner,
+and linking an upstream folder into an s3prl source tree.
+
+This module knows s3prl, not our upstream: the upstream (``upstream/diffbyola``, installed as
+``hear_diffbyola.s3prl_upstream``) passes itself in. Its ``integration`` module is what users call:
+``hear_diffbyola.s3prl_upstream.integration.register()`` / ``run_downstream()`` / ``install()``, and it
+adds the ``s3prl`` and ``s3prl-install`` commands.
 
 s3prl has no plugin mechanism: ``s3prl.hub`` is a flat module of ``from ... import *`` lines and
 both ``S3PRLUpstream(name)`` and the downstream runner look the upstream up with
-``getattr(s3prl.hub, name)``. ``register()`` sets our hub entries (``diffbyola``,
-``diffbyola_local``, from ``upstream/diffbyola/hubconf.py``) as attributes of ``s3prl.hub`` in this
-process; ``run_downstream`` then runs s3prl's own ``s3prl.run_downstream`` module in-process.
+``getattr(s3prl.hub, name)``. ``register_entries()`` sets hub entries as attributes of ``s3prl.hub``
+in this process; ``run_runner`` then runs s3prl's own ``s3prl.run_downstream`` module in-process.
 
 Compatibility shims for s3prl 0.4.18 (see ``apply_shims``). Each one is applied only when the
 thing it stands in for is missing or cannot work, and ``APPLIED`` lists those applied:
@@ -38,8 +42,6 @@ the ``s3prl`` extra pins ``transformers<5`` and ``huggingface_hub<1.0``. The run
 """
 from __future__ import annotations
 
-from .errors import DiffByolaError
-
 import argparse
 import builtins
 import importlib
@@ -51,11 +53,12 @@ import shutil
 import sys
 import types
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Mapping, Sequence
+
+from .errors import DiffByolaError
 
 log = logging.getLogger(__name__)
 
-ENTRIES = ("diffbyola", "diffbyola_local")
 APPLIED: list[str] = []  # names of the shims applied in this process, in order
 
 # What s3prl-install appends to s3prl/hub.py; the marker makes the line ours to remove again.
@@ -188,7 +191,8 @@ def allow_namespace_checkpoints() -> bool:
 # ---------------------------------------------------------------------------------------------------
 # registration and the runner
 
-def _import_s3prl_hub() -> types.ModuleType:
+def import_hub() -> types.ModuleType:
+    """``s3prl.hub``, imported after the shims; S3prlError when s3prl is not installed."""
     if importlib.util.find_spec("s3prl") is None:
         raise S3prlError("s3prl is not installed; install it with: pip install 'hear-diffbyola[s3prl]' "
                          "(s3prl 0.4.18 with working pins)")
@@ -196,23 +200,21 @@ def _import_s3prl_hub() -> types.ModuleType:
     return importlib.import_module("s3prl.hub")
 
 
-def register() -> list[str]:
-    """Make ``S3PRLUpstream("diffbyola")`` / ``"diffbyola_local"`` and the runner's ``-u diffbyola`` work
-    in this process: sets our hub entries as attributes of ``s3prl.hub``. Idempotent; returns the names."""
-    hub = _import_s3prl_hub()
-    from .s3prl_upstream import hubconf
-
-    for name in ENTRIES:
-        setattr(hub, name, getattr(hubconf, name))
-    return list(ENTRIES)
+def register_entries(entries: Mapping[str, Callable[..., Any]]) -> list[str]:
+    """Set ``entries`` ({hub name: entry function}) as attributes of ``s3prl.hub`` in this process, so
+    ``S3PRLUpstream(name)`` and the runner's ``-u name`` find them. Idempotent; returns the names."""
+    hub = import_hub()
+    for name, entry in entries.items():
+        setattr(hub, name, entry)
+    return list(entries)
 
 
-def run_downstream(argv: Sequence[str]) -> int:
-    """Run s3prl's own downstream runner (``s3prl/run_downstream.py``) in this process, with the
-    diffbyola entries registered: ``argv`` are its arguments, e.g. ``-m train -u diffbyola_local -k W
+def run_runner(argv: Sequence[str]) -> int:
+    """Run s3prl's own downstream runner (``s3prl/run_downstream.py``) in this process with the hub as
+    it is now (register entries first): ``argv`` are its arguments, e.g. ``-m train -u NAME -k W
     -d emotion -c config.yaml -p EXPDIR``. Adds ``--device cpu`` when no ``--device`` is given and
     CUDA is unavailable (s3prl defaults to cuda). Returns the exit status."""
-    register()
+    import_hub()
     allow_namespace_checkpoints()
     import torch
 
@@ -234,13 +236,6 @@ def run_downstream(argv: Sequence[str]) -> int:
 
 # ---------------------------------------------------------------------------------------------------
 # s3prl-install: for s3prl source checkouts (and installed s3prl packages)
-
-def upstream_source() -> Path:
-    """The folder holding our expert.py and hubconf.py (``upstream/diffbyola`` in a source checkout)."""
-    from . import s3prl_upstream
-
-    return Path(s3prl_upstream.__file__).resolve().parent
-
 
 def find_s3prl_package(root: str | Path | None = None) -> Path:
     """The s3prl package folder (the one holding hub.py): ``root`` itself, ``root/s3prl`` (a source
@@ -266,11 +261,11 @@ def _write_keeping_mode(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def install(root: str | Path | None = None, copy: bool = False) -> list[str]:
-    """Link (or with ``copy`` copy) our upstream folder to ``s3prl/upstream/diffbyola`` and append the
-    hub import line to ``s3prl/hub.py``. Idempotent. Returns what it changed (empty: nothing to do)."""
+def install(source: str | Path, root: str | Path | None = None, copy: bool = False) -> list[str]:
+    """Link (or with ``copy`` copy) the upstream folder ``source`` to ``s3prl/upstream/diffbyola`` and
+    append the hub import line to ``s3prl/hub.py``. Idempotent. Returns what it changed (empty: nothing to do)."""
     pkg = find_s3prl_package(root)
-    src = upstream_source()
+    src = Path(source).resolve()
     dest = pkg / "upstream" / "diffbyola"
     changed = []
     if dest.is_symlink():

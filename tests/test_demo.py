@@ -9,15 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from hear_diffbyola import heartask
 from hear_diffbyola.cli import main
-from hear_diffbyola.demo import BUDGETS, DemoBudget, DemoError, paper_effect, run_demo, seeds_table
+from hear_diffbyola.tasks import heartask
+from hear_diffbyola.tasks.demo import BUDGETS, DemoBudget, DemoError, paper_effect, run_demo, seeds_table
+from hear_diffbyola.tasks.demo.pipeline import pretraining_finished
 from hear_diffbyola.tasks.embedders import Embedder
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
 
-TINY_PRETRAIN = ("encoder.d=64", "learner.proj_hidden=64", "learner.proj_dim=32", "augment.mixup_memory=64",
-                 "train.embedded_size=48", "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
+TINY_PRETRAIN = ("encoder.arch=audiontt2020", "encoder.d=64", "learner.proj_hidden=64", "learner.proj_dim=32",
+                 "augment.mixup_memory=64", "train.embedded_size=48", "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
                  "train.num_workers=0", "train.log_every=1", "train.steps=4", "train.checkpoint_every=2")
 TINY = DemoBudget(name="tiny", pretrain=TINY_PRETRAIN, bgknown_train_per_class=2, bgknown_test_per_class=1,
                   bgknown_clip_seconds=1.0, apwd_dev=8, apwd_eval=6, apwd_epochs=3, apwd_patience=2,
@@ -138,6 +139,41 @@ def test_demo_resumes_only_what_is_not_done(demo, capsys):
     assert kept.stat().st_mtime_ns == kept_mtime and kept.read_bytes() == kept_bytes
     assert {p: p.read_bytes() for p in (out / "weights").iterdir()} == weights
     assert "eval general lam0.5" in json.loads(state_path.read_text())["stages"]
+
+
+def _files(folder):
+    return {p: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.slow
+def test_demo_keeps_a_finished_pretraining_run_as_it_is(demo, capsys):
+    out, _ = demo
+    state_path = out / "demo_state.json"
+    state = json.loads(state_path.read_text())
+    run = out / "runs" / "lam0.5"
+    before = _files(run)
+    assert run / "summary.json" in before and run / "checkpoints" / "last.pt" in before
+    del state["stages"]["pretrain lam0.5"]  # as if killed after the run finished, before the stage was recorded
+    state_path.write_text(json.dumps(state))
+    run_demo(out, TINY, progress=False)
+    printed = capsys.readouterr().out
+    assert "pretrain lam0.5 ..." in printed and "is a finished pretraining run; kept as it is" in printed
+    assert _files(run) == before  # not resumed for zero steps: no file rewritten
+    assert "pretrain lam0.5" in json.loads(state_path.read_text())["stages"]
+
+
+def test_pretraining_finished_needs_the_finished_mark_and_the_planned_steps(tmp_path):
+    config = TINY.pretrain_config(0.5, "cpu")  # train.steps=4
+    assert not pretraining_finished(tmp_path, config)  # no summary.json
+    summary = tmp_path / "summary.json"
+    summary.write_text('{"steps": 4, "final": {"step": 4')  # cut off mid-write
+    assert not pretraining_finished(tmp_path, config)
+    summary.write_text(json.dumps({"steps": 4, "final": {"step": 4, "loss": 0.5}}))  # "final" is a metrics row
+    assert not pretraining_finished(tmp_path, config)
+    summary.write_text(json.dumps({"steps": 2, "final": {}, "finished": "2026-01-01T00:00:00+00:00"}))
+    assert not pretraining_finished(tmp_path, config)  # finished with another plan
+    summary.write_text(json.dumps({"steps": 4, "final": {}, "finished": "2026-01-01T00:00:00+00:00"}))
+    assert pretraining_finished(tmp_path, config)
 
 
 def test_demo_refuses_a_folder_with_other_settings_or_foreign_content(tmp_path):

@@ -1,0 +1,254 @@
+"""The demo's stages and the state that makes them resumable.
+
+Each stage is recorded in ``OUT/demo_state.json`` when it finishes, so a rerun skips what is done; a
+pretraining run cut short resumes from its last checkpoint, and a finished one is left as it is.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from hear_diffbyola.config import PretrainConfig
+from hear_diffbyola.train import git_commit
+from hear_diffbyola.weights import atomic_write
+
+from .report import read_paper_numbers, render_report, write_plots
+from .results import collect_results, utc_now
+from .settings import BUDGETS, GENERAL_SPLITS, LAMBDAS, SEED, DemoBudget, DemoError, model_key
+
+__all__ = ["DemoRun", "STATE", "run_demo", "pretraining_finished"]
+
+STATE = "demo_state.json"
+
+
+@dataclass
+class DemoRun:
+    """One demo folder: its settings, its recorded state and where each stage puts its output."""
+
+    out: Path
+    budget: DemoBudget
+    device: str
+    text_encoder: str
+    progress: bool
+    pretrain_seed: int = SEED
+    state: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def state_path(self) -> Path:
+        return self.out / STATE
+
+    def save_state(self) -> None:
+        write_json(self.state_path, self.state)
+
+    def stage(self, number: int, total: int, name: str, fn: Callable[[], None]) -> None:
+        done = self.state["stages"].get(name)
+        if done is not None:
+            print(f"[demo] ({number}/{total}) {name}: done earlier ({done['wall_s']:.0f} s), skipped", flush=True)
+            return
+        print(f"[demo] ({number}/{total}) {name} ...", flush=True)
+        t0 = time.perf_counter()
+        fn()
+        wall = time.perf_counter() - t0
+        self.state["stages"][name] = {"wall_s": wall, "finished": utc_now(), "git_commit": git_commit()}
+        self.save_state()
+        print(f"[demo] ({number}/{total}) {name}: {wall:.0f} s", flush=True)
+
+    def run_dir(self, lam: float) -> Path:
+        return self.out / "runs" / model_key(lam)
+
+    def weights(self, lam: float) -> Path:
+        return self.out / "weights" / f"{model_key(lam)}.safetensors"
+
+    def task(self, name: str) -> Path:
+        return self.out / "tasks" / name
+
+    def result(self, task: str, lam: float) -> Path:
+        return self.out / "results" / f"{task}_{model_key(lam)}.json"
+
+
+def write_json(path: Path, data: Any) -> None:
+    text = json.dumps(data, indent=1)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seed: int) -> dict[str, Any]:
+    """The state of an earlier demo in ``out`` with the same settings, or a fresh one; other settings -> error."""
+    path = out / STATE
+    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(LAMBDAS), "seed": SEED,
+                "pretrain_seed": pretrain_seed}
+    if path.is_file():
+        try:
+            state = json.loads(path.read_text())
+        except ValueError as e:
+            raise DemoError(f"{path} is unreadable ({e}); delete {out} or choose another --out") from e
+        if state.get("settings") != settings:
+            raise DemoError(f"{out} holds a demo run with other settings ({_describe(state.get('settings', {}))}, "
+                            f"asked: {_describe(settings)}); choose another --out, or "
+                            "delete it to start over")
+        return state
+    if out.exists() and any(out.iterdir()):
+        raise DemoError(f"{out} exists and is not a demo folder (no {STATE}); choose another --out")
+    return {"settings": settings, "started": utc_now(), "stages": {}}
+
+
+def _describe(settings: dict[str, Any]) -> str:
+    return (f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
+            f"pretrain seed {settings.get('pretrain_seed')}")
+
+
+# ---------------------------------------------------------------- stages
+
+def pretraining_finished(run_dir: Path, config: PretrainConfig) -> bool:
+    """Whether ``run_dir`` holds a pretraining run that reached its planned steps.
+
+    The trainer writes ``summary.json`` (with its ``finished`` time) only after the last step; a run
+    planned by epochs (``train.steps`` unset) counts as finished once that file says so."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, or cut off mid-write: not finished
+        return False
+    planned = config.train.steps
+    return bool(summary.get("finished")) and (planned is None or summary.get("steps") == planned)
+
+
+def _pretrain(run: DemoRun, lam: float) -> None:
+    from hear_diffbyola.train import pretrain
+    from hear_diffbyola.weights import export_run
+
+    run_dir = run.run_dir(lam)
+    config = run.budget.pretrain_config(lam, run.device, run.pretrain_seed)
+    if pretraining_finished(run_dir, config):
+        print(f"[demo] {run_dir} is a finished pretraining run; kept as it is", flush=True)
+    else:  # a run stopped before its last step resumes from its last checkpoint
+        resume = (run_dir / "checkpoints" / "last.pt").is_file()
+        if resume:
+            print(f"[demo] resuming {run_dir} from its last checkpoint", flush=True)
+        pretrain(config, run_dir, resume=resume, progress=run.progress)
+    export_run(run_dir, run.weights(lam))
+
+
+def _fresh(path: Path) -> Path:
+    """An unfinished stage may have left part of its output: start it clean."""
+    if path.exists():
+        shutil.rmtree(path)
+    return path
+
+
+def _build_bgknown(run: DemoRun) -> None:
+    from ..bgknown.build import build_synthetic
+    from ..bgknown.manifest import BuildParams
+
+    b = run.budget
+    params = BuildParams(clip_seconds=b.bgknown_clip_seconds, min_bg_seconds=max(10.0, 2 * b.bgknown_clip_seconds))
+    build_synthetic(run.task("bgknown"), SEED, b.bgknown_train_per_class, b.bgknown_test_per_class, None, params,
+                    None, run.progress, force=True)
+
+
+def _build_apwd(run: DemoRun) -> None:
+    from ..apwd.build import BuildConfig, build
+    from ..apwd.vocab import SCENES
+
+    config = BuildConfig.synthetic(n_dev=run.budget.apwd_dev, n_eval=run.budget.apwd_eval, seed=SEED)
+    build(_fresh(run.task("apwd")), sorted(SCENES), config, synthetic=True, progress=run.progress)
+
+
+def _build_general(run: DemoRun) -> None:
+    from hear_diffbyola.corpus.synthetic import EVENT_CLASSES, SCENE_CLASSES
+
+    from ..heartask import write_hear_task
+
+    # seed 1000: clips rendered apart from the pretraining corpus's own seed
+    write_hear_task(_fresh(run.task("general")), kind="scene", labels=[*EVENT_CLASSES, *SCENE_CLASSES],
+                    n_per_label=dict(zip(GENERAL_SPLITS, run.budget.general_per_label)), splits=GENERAL_SPLITS,
+                    duration=run.budget.general_seconds, seed=SEED + 1000, task_name="synthetic-17")
+
+
+def _linear_config(run: DemoRun):
+    from ..linear_eval import LinearEvalConfig
+
+    return LinearEvalConfig(max_epochs=run.budget.linear_max_epochs, patience=run.budget.linear_patience)
+
+
+def _eval_bgknown(run: DemoRun, lam: float) -> None:
+    from ..bgknown.evaluate import evaluate
+    from ..bgknown.manifest import load_task
+    from ..embedders import ours
+
+    result = evaluate(load_task(run.task("bgknown")), ours(run.weights(lam), run.device),
+                      tuple(range(run.budget.seeds)), _linear_config(run), run.out / "cache" / "bgknown", 16, run.progress)
+    write_json(run.result("bgknown", lam), result)
+
+
+def _eval_apwd(run: DemoRun, lam: float) -> None:
+    from ..apwd.evaluate import evaluate_apwd
+    from ..apwd.retrieval import RetrievalConfig
+    from ..apwd.text import make_text_encoder
+    from ..embedders import ours
+
+    config = RetrievalConfig(epochs=run.budget.apwd_epochs, patience=run.budget.apwd_patience)
+    result = evaluate_apwd(run.task("apwd"), ours(run.weights(lam), run.device),
+                           make_text_encoder(run.text_encoder), None, tuple(range(run.budget.seeds)), config,
+                           run.out / "cache" / "apwd", run.progress)
+    write_json(run.result("apwd", lam), result)
+
+
+def _eval_general(run: DemoRun, lam: float) -> None:
+    from ..embedders import hear_module
+    from ..scene_task import evaluate_scene_task
+
+    # through the HEAR API (load_model / get_scene_embeddings), as hear-eval-kit would embed it
+    embedder = hear_module("hear_diffbyola", run.weights(lam), run.device)
+    result = evaluate_scene_task(run.task("general"), embedder, tuple(range(run.budget.seeds)), _linear_config(run),
+                                 progress=run.progress)
+    write_json(run.result("general", lam), result)
+
+
+def _plan(run: DemoRun) -> list[tuple[str, Callable[[], None]]]:
+    """(stage name, what it does), in order: both pretrainings, the three task builds, then per model its evaluations."""
+    plan: list[tuple[str, Callable[[], None]]] = []
+    for lam in LAMBDAS:
+        plan.append((f"pretrain {model_key(lam)}", lambda lam=lam: _pretrain(run, lam)))
+    plan += [("build bgknown", lambda: _build_bgknown(run)), ("build apwd", lambda: _build_apwd(run)),
+             ("build general", lambda: _build_general(run))]
+    for lam in LAMBDAS:
+        plan += [(f"eval bgknown {model_key(lam)}", lambda lam=lam: _eval_bgknown(run, lam)),
+                 (f"eval apwd {model_key(lam)}", lambda lam=lam: _eval_apwd(run, lam)),
+                 (f"eval general {model_key(lam)}", lambda lam=lam: _eval_general(run, lam))]
+    return plan
+
+
+def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str = "auto", text_encoder: str = "hash",
+             pretrain_seed: int = SEED, paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish) the demo in ``out``; returns the collected results (also ``OUT/results.json``).
+
+    ``pretrain_seed`` changes only the pretraining of both models (tasks and evaluation seeds stay), so
+    demos with different values measure how much the comparison moves with the pretraining seed."""
+    if isinstance(budget, str):
+        if budget not in BUDGETS:
+            raise DemoError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
+        budget = BUDGETS[budget]
+    paper = read_paper_numbers(paper_numbers) if paper_numbers else None
+    from hear_diffbyola.train import pick_device
+
+    out = Path(out)
+    run = DemoRun(out, budget, str(pick_device(device)), text_encoder, progress, pretrain_seed)
+    run.state = _open_state(out, budget, text_encoder, pretrain_seed)
+    out.mkdir(parents=True, exist_ok=True)
+    run.save_state()
+    t0 = time.perf_counter()
+    plan = _plan(run)
+    total = len(plan) + 1  # + the report
+    for i, (name, fn) in enumerate(plan, 1):
+        run.stage(i, total, name, fn)
+    print(f"[demo] ({total}/{total}) report ...", flush=True)
+    results = collect_results(run, time.perf_counter() - t0)
+    write_json(out / "results.json", results)
+    plots = write_plots(out, results)
+    (out / "report.md").write_text(render_report(results, plots, paper))
+    print(f"[demo] done: {out / 'report.md'} (stages {results['wall_time_s']['stages_total']:.0f} s in all)", flush=True)
+    return results

@@ -22,7 +22,7 @@ from .objectives import log_mixup_exp
 class AugmentConfig(DictConfig):
     section = "augment"
 
-    mixup_ratio: float = 0.4  # alpha ~ U(0, ratio)
+    mixup_ratio: float = 0.2  # alpha ~ U(0, ratio); BYOL-A v2's 0.2 (v1 used 0.4)
     mixup_memory: int = 2048  # past clips kept for Mixup
     virtual_crop_scale: tuple[float, float] = (1.0, 1.5)  # canvas (freq, time) relative to the input
     freq_scale: tuple[float, float] = (0.6, 1.5)
@@ -63,7 +63,7 @@ class MixupMemory(nn.Module):
     (as BYOL-A's first sample does).
     """
 
-    def __init__(self, ratio: float = 0.4, n_memory: int = 2048) -> None:
+    def __init__(self, ratio: float = 0.2, n_memory: int = 2048) -> None:
         super().__init__()
         self.ratio = ratio
         self.n_memory = n_memory

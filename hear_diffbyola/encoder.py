@@ -1,7 +1,9 @@
-"""AudioNTT2020, the BYOL-A encoder.
+"""The BYOL-A encoders: AudioNTT2022 (BYOL-A v2, the default) and AudioNTT2020 (BYOL-A v1).
 
-Parameter names follow the official BYOL-A ``AudioNTT2020`` (``features.*``, ``fc.*``) so an
-official state dict loads without remapping.
+Both are conv blocks Conv3x3(64)-BN-ReLU-MaxPool2 over a log-mel (B, 1, F, T) followed by a per-frame
+MLP. Parameter names follow the official code (``features.*``, ``fc.*``), so an official state dict
+loads without remapping. ``frames`` gives per-frame features (B, T', d), ``forward`` BYOL-A's clip
+embedding: mean + max over time.
 """
 from __future__ import annotations
 
@@ -13,58 +15,93 @@ from torch import nn
 
 from .dictconfig import DictConfig
 
-# Three MaxPool2d(2): one encoder frame covers 8 log-mel frames.
-TIME_REDUCTION = 8
+ARCHS = ("audiontt2022", "audiontt2020")
+CHANNELS = 64  # conv channels of every block
+V2_HIDDEN = 2048  # fc width of AudioNTT2022 (the "d2048" in the published v2 file name)
+DEFAULT_D = {"audiontt2022": 3072, "audiontt2020": 2048}
+N_BLOCKS = {"audiontt2022": 2, "audiontt2020": 3}
 
 
 @dataclass(frozen=True)
 class EncoderConfig(DictConfig):
+    """``d``: per-frame output size (v2: conv features + fc output; v1: fc output). ``hidden``: the fc's
+    hidden width (v2 default 2048; v1 has none of its own, it is d). ``None`` takes the arch's default."""
+
     section = "encoder"
 
+    arch: str = "audiontt2022"
     n_mels: int = 64
-    d: int = 2048
+    d: int | None = None
+    hidden: int | None = None
 
     def __post_init__(self) -> None:
-        if self.n_mels < 8 or self.n_mels % 8:
-            raise ValueError(f"EncoderConfig: n_mels must be a positive multiple of 8, got {self.n_mels}")
-        if self.d <= 0:
-            raise ValueError(f"EncoderConfig: d must be positive, got {self.d}")
+        if self.arch not in ARCHS:
+            raise ValueError(f"encoder.arch must be one of {list(ARCHS)}, got {self.arch!r}")
+        # Resolve the arch defaults here so configs, headers and checkpoints always spell them out.
+        d = DEFAULT_D[self.arch] if self.d is None else self.d
+        hidden = (V2_HIDDEN if self.arch == "audiontt2022" else d) if self.hidden is None else self.hidden
+        object.__setattr__(self, "d", d)
+        object.__setattr__(self, "hidden", hidden)
+        reduction = 2 ** N_BLOCKS[self.arch]
+        if not isinstance(self.n_mels, int) or self.n_mels < reduction or self.n_mels % reduction:
+            raise ValueError(f"encoder.n_mels must be a positive multiple of {reduction} for {self.arch}, got {self.n_mels}")
+        if not isinstance(d, int) or not isinstance(hidden, int) or hidden <= 0:
+            raise ValueError(f"encoder.d and encoder.hidden must be positive integers, got d={d!r}, hidden={hidden!r}")
+        if self.arch == "audiontt2022" and d <= self.conv_d:
+            raise ValueError(f"encoder.d must exceed the {self.conv_d} conv features AudioNTT2022 concatenates "
+                             f"(64 channels x n_mels/4), got d={d}; BYOL-A v2 uses 3072")
+        if self.arch == "audiontt2020":
+            if hidden != d:
+                raise ValueError(f"AudioNTT2020's fc is Linear(.., d)-Linear(d, d): encoder.hidden must equal d ({d}) "
+                                 f"or be left unset, got {hidden}")
+            if d <= 0 or d % CHANNELS:
+                # s3prl's conv layers are the 64-channel maps brought to d features (d / 64 mel bins each)
+                raise ValueError(f"encoder.d must be a positive multiple of {CHANNELS} for audiontt2020 "
+                                 f"(e.g. 512, 1024, 2048), got {d}")
+
+    @property
+    def time_reduction(self) -> int:
+        """Log-mel frames per encoder frame (one MaxPool2 per block): v2 4 (40 ms), v1 8 (80 ms)."""
+        return 2 ** N_BLOCKS[self.arch]
+
+    @property
+    def conv_d(self) -> int:
+        """Features of the flattened last conv map: 64 channels x n_mels / time_reduction."""
+        return CHANNELS * (self.n_mels // self.time_reduction)
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2, stride=2)]
+    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2, stride=2)]
 
 
-class AudioNTT2020(nn.Module):
-    """Conv3x3(64)-BN-ReLU-MaxPool2 x3, then fc: Linear(64*n_mels/8, d)-ReLU-Dropout(0.3)-Linear(d, d)-ReLU.
+def temporal_pool(frames: torch.Tensor) -> torch.Tensor:
+    """BYOL-A pooling: mean over time + max over time. frames: (B, T, d) -> (B, d)."""
+    return frames.mean(dim=1) + frames.amax(dim=1)
 
-    ``forward`` gives the BYOL-A clip embedding (mean + max over time); ``frames`` the per-frame
-    features before pooling.
-    """
 
-    def __init__(self, n_mels: int = 64, d: int = 2048) -> None:
+class AudioNTT(nn.Module):
+    """What both encoders share: conv blocks ``features``, per-frame ``fc``, mean + max pooling."""
+
+    def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
-        self.config = EncoderConfig(n_mels=n_mels, d=d)
-        self.features = nn.Sequential(*_conv_block(1, 64), *_conv_block(64, 64), *_conv_block(64, 64))
-        self.fc = nn.Sequential(
-            nn.Linear(64 * (n_mels // 8), d), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
-            nn.Linear(d, d), nn.ReLU(inplace=True),
-        )
-        self.d = d
-
-    @classmethod
-    def from_config(cls, config: EncoderConfig) -> "AudioNTT2020":
-        return cls(n_mels=config.n_mels, d=config.d)
+        self.config = config
+        self.d = config.d
+        self.time_reduction = config.time_reduction
+        blocks = _conv_block(1, CHANNELS)
+        for _ in range(N_BLOCKS[config.arch] - 1):
+            blocks += _conv_block(CHANNELS, CHANNELS)
+        self.features = nn.Sequential(*blocks)
 
     def check_input(self, x: torch.Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != self.config.n_mels:
-            raise ValueError(
-                f"AudioNTT2020 expects log-mel (B, 1, {self.config.n_mels}, T), got {tuple(x.shape)}")
-        if x.shape[3] < TIME_REDUCTION:
-            raise ValueError(f"AudioNTT2020 needs at least {TIME_REDUCTION} log-mel frames, got {x.shape[3]}")
+        name, n_mels = type(self).__name__, self.config.n_mels
+        if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != n_mels:
+            raise ValueError(f"{name} expects log-mel (B, 1, {n_mels}, T), got {tuple(x.shape)}")
+        if x.shape[3] < self.time_reduction:
+            raise ValueError(f"{name} needs at least {self.time_reduction} log-mel frames, got {x.shape[3]}")
 
     def conv_maps(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Output of each conv block: [(B, 64, F/2, T/2), (B, 64, F/4, T/4), (B, 64, F/8, T/8)]."""
+        """Output of each conv block k = 1, 2, ...: (B, 64, F / 2^k, T / 2^k)."""
         self.check_input(x)
         maps = []
         for i in range(0, len(self.features), 4):
@@ -78,43 +115,95 @@ class AudioNTT2020(nn.Module):
         x = x.permute(0, 3, 2, 1)
         return x.reshape(x.shape[0], x.shape[1], -1)
 
+    def frames_from_conv(self, conv: torch.Tensor) -> torch.Tensor:
+        """Last conv map (B, 64, F', T') -> per-frame output (B, T', d)."""
+        raise NotImplementedError
+
     def frames(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, 1, F, T) -> (B, T // 8, d)
+        # x: (B, 1, F, T) -> (B, T // time_reduction, d)
         self.check_input(x)
-        return self.fc(self.flatten_frames(self.features(x)))
+        return self.frames_from_conv(self.features(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, 1, F, T) -> (B, d)
         return temporal_pool(self.frames(x))
 
-
-def temporal_pool(frames: torch.Tensor) -> torch.Tensor:
-    """BYOL-A pooling: mean over time + max over time. frames: (B, T, d) -> (B, d)."""
-    return frames.mean(dim=1) + frames.amax(dim=1)
-
-
-def layer_frames(encoder: AudioNTT2020, x: torch.Tensor) -> list[torch.Tensor]:
-    """Frames from four depths: after each conv block and after the fc stack, each (B, T // 8, d).
-
-    No learned parameters are added, so every layer is the network's own feature, only reshaped:
-    conv block k's map (B, C, F/2^k, T/2^k) is max-pooled over time to one frame per 8 log-mel
-    frames (the pooling the later blocks apply to time), its mel axis is max-pooled to d/C bins
-    (bins repeated when the map has fewer), then flattened mel-major like the fc input. The last
-    entry equals ``encoder.frames(x)``. Requires d to be a multiple of C (64).
-    """
-    # x: (B, 1, F, T) -> 4 x (B, T // 8, d)
-    maps = encoder.conv_maps(x)
-    channels = maps[-1].shape[1]
-    if encoder.d % channels:
-        raise ValueError(f"layer_frames: d={encoder.d} is not a multiple of the {channels} conv channels, "
-                         "so the conv maps cannot be brought to d features; use d = 512, 1024 or 2048")
-    bins, n = encoder.d // channels, maps[-1].shape[3]
-    outs = []
-    for k, m in enumerate(maps):
-        step = 2 ** (len(maps) - 1 - k)  # time reduction still ahead of block k
+    def _conv_layer(self, m: torch.Tensor, k: int, bins: int) -> torch.Tensor:
+        """Conv block k's map (B, C, F_k, T_k), max-pooled over time to the encoder's frame grid (the
+        pooling the later blocks apply) and over mel to ``bins`` bins, flattened mel-major: (B, T', bins*C)."""
+        step = 2 ** (N_BLOCKS[self.config.arch] - 1 - k)
         if step > 1:
-            m = F.max_pool2d(m, kernel_size=(1, step))  # (B, C, F_k, T // 8)
-        m = F.adaptive_max_pool2d(m, (bins, n))  # (B, C, d / C, T // 8)
-        outs.append(encoder.flatten_frames(m))
-    outs.append(encoder.fc(encoder.flatten_frames(maps[-1])))
-    return outs
+            m = F.max_pool2d(m, kernel_size=(1, step))
+        return self.flatten_frames(F.adaptive_max_pool2d(m, (bins, m.shape[3])))
+
+    def layer_frames(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-frame features from several depths, each (B, T', d); the last equals ``frames(x)``."""
+        raise NotImplementedError
+
+
+class AudioNTT2022(AudioNTT):
+    """BYOL-A v2: two conv blocks (40 ms frames); fc Linear(conv_d, hidden)-ReLU-Dropout(0.3)-
+    Linear(hidden, d - conv_d)-ReLU; per-frame output = [conv features, fc output] (d in total)."""
+
+    layer_names = ("conv1", "conv2", "fc", "all")
+
+    def __init__(self, n_mels: int = 64, d: int = 3072, hidden: int = V2_HIDDEN) -> None:
+        super().__init__(EncoderConfig(arch="audiontt2022", n_mels=n_mels, d=d, hidden=hidden))
+        conv_d = self.config.conv_d
+        self.fc = nn.Sequential(
+            nn.Linear(conv_d, hidden), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
+            nn.Linear(hidden, d - conv_d), nn.ReLU(inplace=True),
+        )
+
+    def frames_from_conv(self, conv: torch.Tensor) -> torch.Tensor:
+        x = self.flatten_frames(conv)  # (B, T', conv_d)
+        return torch.cat([x, self.fc(x)], dim=-1)  # (B, T', d)
+
+    def layer_frames(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """conv block 1, conv block 2, fc output, and their concatenation (= ``frames``), each (B, T // 4, d).
+
+        Each layer sits in its own slots of the final d-vector, zeros elsewhere, so no feature is invented
+        and ``conv2 + fc == all``: conv block 1's map is max-pooled to conv block 2's grid (time / 2,
+        mel / 2) and fills the conv slots, like conv block 2; the fc output fills the last d - conv_d slots.
+        """
+        c1, c2 = self.conv_maps(x)
+        conv_d, bins = self.config.conv_d, c2.shape[2]
+        conv1, conv2 = self._conv_layer(c1, 0, bins), self.flatten_frames(c2)  # (B, T', conv_d) each
+        fc = self.fc(conv2)  # (B, T', d - conv_d)
+        z_fc, z_conv = fc.new_zeros(*fc.shape[:2], self.d - conv_d), fc.new_zeros(*fc.shape[:2], conv_d)
+        return [torch.cat([conv1, z_fc], -1), torch.cat([conv2, z_fc], -1), torch.cat([z_conv, fc], -1),
+                torch.cat([conv2, fc], -1)]
+
+
+class AudioNTT2020(AudioNTT):
+    """BYOL-A v1: three conv blocks (80 ms frames); fc Linear(64 * F/8, d)-ReLU-Dropout(0.3)-Linear(d, d)-ReLU."""
+
+    layer_names = ("conv1", "conv2", "conv3", "fc")
+
+    def __init__(self, n_mels: int = 64, d: int = 2048) -> None:
+        super().__init__(EncoderConfig(arch="audiontt2020", n_mels=n_mels, d=d))
+        self.fc = nn.Sequential(
+            nn.Linear(self.config.conv_d, d), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
+            nn.Linear(d, d), nn.ReLU(inplace=True),
+        )
+
+    def frames_from_conv(self, conv: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.flatten_frames(conv))
+
+    def layer_frames(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """After each conv block and after the fc stack, each (B, T // 8, d).
+
+        Conv block k's map is max-pooled over time to one frame per 8 log-mel frames and over mel to
+        d / 64 bins (bins repeated when the map has fewer), then flattened mel-major like the fc input.
+        """
+        maps = self.conv_maps(x)
+        bins = self.d // CHANNELS
+        outs = [self._conv_layer(m, k, bins) for k, m in enumerate(maps)]
+        return outs + [self.fc(self.flatten_frames(maps[-1]))]
+
+
+def build_encoder(config: EncoderConfig) -> AudioNTT:
+    """The encoder ``config.arch`` names."""
+    if config.arch == "audiontt2022":
+        return AudioNTT2022(n_mels=config.n_mels, d=config.d, hidden=config.hidden)
+    return AudioNTT2020(n_mels=config.n_mels, d=config.d)

@@ -1,25 +1,25 @@
 """The HEAR 2021 API: ``load_model``, ``get_scene_embeddings``, ``get_timestamp_embeddings``.
 
 A thin layer over the core: weights come from :func:`hear_diffbyola.weights.load_pretrained`,
-frames from :func:`hear_diffbyola.embed.dense_frames` and clip embeddings from
-:func:`hear_diffbyola.embed.clip_embedding`. What this module adds is the HEAR contract:
-input checks, padding rules, sub-batching, output shapes and dtypes.
+frames from :func:`hear_diffbyola.embed.dense_frames` on the model's :class:`~hear_diffbyola.embed.FrameGrid`
+and clip embeddings from :func:`hear_diffbyola.embed.clip_embedding`. What this module adds is the
+HEAR contract: input checks, padding rules, sub-batching, output shapes and dtypes.
 
-Timestamps. The encoder's native frame is 80 ms (three 2x poolings of a 10 ms log-mel), above
-HEAR's 50 ms. ``dense_frames(shifts=2)`` runs the encoder a second time on the log-mel shifted by
-4 frames and interleaves the two: one frame every 40 ms, each computed by exactly the same
-operations as a native frame and centred on its own timestamp (frame k covers log-mel frames
-[4k, 4k + 8), centre 35 + 40k ms). Cost: 2x the encoder.
+Timestamps every 40 ms (HEAR asks for at most 50 ms). AudioNTT2022 (BYOL-A v2, the default) emits
+one frame per 4 log-mel frames: one encoder pass, frame k covers log-mel frames [4k, 4k + 4) and is
+centred at 15 + 40k ms. AudioNTT2020 (v1) emits one per 8 (80 ms): a second pass on the log-mel
+shifted by 4 frames is interleaved with the first, frame k covers [4k, 4k + 8), centre 35 + 40k ms.
 
-Padding rules (documented in README "HEAR API"):
+Padding rules (docs/hear.md):
 
 * timestamps: the clip is zero-padded at the end only as far as needed to compute every frame whose
-  centre lies inside the clip; frames centred past the end are dropped. So the timestamps are
-  35, 75, 115, ... ms, never past the end of the audio.
-* a clip too short to hold the first frame centre (< 35 ms at 16 kHz) is zero-padded on both sides
-  so that it sits centred under the first frame, and gives exactly one timestamp: the clip's centre.
-* scene embeddings: a clip shorter than one encoder frame (70 ms) is zero-padded on both sides to
-  that length; longer clips are used as they are (BYOL-A: mean + max over all whole frames).
+  centre lies inside the clip; frames centred past the end are dropped, so no timestamp lies past
+  the end of the audio.
+* a clip too short to hold the first frame centre (15 ms for v2, 35 ms for v1 at 16 kHz) is
+  zero-padded on both sides so that it sits centred under the first frame, and gives exactly one
+  timestamp: the clip's centre.
+* scene embeddings: a clip shorter than one encoder frame is zero-padded on both sides to that
+  length; longer clips are used as they are (BYOL-A: mean + max over all whole frames).
 """
 from __future__ import annotations
 
@@ -30,13 +30,11 @@ from typing import Iterator
 import torch
 import torch.nn.functional as F
 
-from .embed import CONTEXT, DEFAULT_CHUNK, clip_embedding, dense_frames, frame_times_ms, min_samples
-from .encoder import TIME_REDUCTION
+from .embed import DEFAULT_CHUNK, FrameGrid, clip_embedding, dense_frames
 from .weights import PretrainedModel, load_pretrained
 
-__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings", "SHIFTS"]
+__all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
 
-SHIFTS = 2  # encoder passes on shifted log-mels: hop 80 / 2 = 40 ms, within HEAR's 50 ms
 # Peaks above this (6 dB over full scale) almost always mean unscaled integer PCM; below it,
 # resampling overshoot is common and harmless, so stay quiet.
 LOUD_PEAK = 2.0
@@ -52,8 +50,9 @@ def load_model(model_file_path: str | Path = "", *, norm_mean: float | None = No
     ``timestamp_embedding_size``.
 
     ``model_file_path``: ``""`` -> the shipped default (lambda = 0.5); a ``.safetensors`` from
-    ``hear-diffbyola export``; or an official BYOL-A v1 ``AudioNTT2020-BYOLA-64x96d*.pth`` (its own
-    front end, stats -5.4919195 / 5.0389895). ``norm_mean`` / ``norm_std`` override the
+    ``hear-diffbyola export``; or an official BYOL-A ``AudioNTT2022-BYOLA-64x96d2048.pth`` (v2) or
+    ``AudioNTT2020-BYOLA-64x96d*.pth`` (v1), each with its authors' front end and normalisation
+    stats. ``norm_mean`` / ``norm_std`` override the
     normalisation stats of either format (heareval: ``--model-options '{"norm_mean": ...}'``).
     Raises :class:`hear_diffbyola.weights.WeightsError` naming the file for missing, corrupt or
     wrong-shaped weights.
@@ -101,7 +100,8 @@ def _device(model: PretrainedModel) -> torch.device:
 def _sub_batches(model: PretrainedModel, audio: torch.Tensor, n_padded: int) -> Iterator[torch.Tensor]:
     """Slices of the batch whose encoder chunks hold about FRAME_BUDGET log-mel frames together,
     moved to the model's device one at a time, so memory grows with neither batch nor clip length."""
-    per_sound = min(model.frontend.config.n_frames(n_padded), CHUNK_FRAMES * TIME_REDUCTION + 2 * CONTEXT)
+    grid = FrameGrid.of(model, 1)
+    per_sound = min(grid.n_log_mel(n_padded), CHUNK_FRAMES * grid.reduction + 2 * grid.chunk_context)
     size = max(1, FRAME_BUDGET // per_sound)
     device = _device(model)
     for i in range(0, audio.shape[0], size):
@@ -129,23 +129,21 @@ class _EvalMode:
 
 def timestamp_plan(model: PretrainedModel, n_samples: int) -> tuple[int, int, torch.Tensor]:
     """(left pad, right pad, centre times in ms (n,)) for a clip of ``n_samples``: see the module docstring."""
-    fe = model.frontend.config
-    step = TIME_REDUCTION // SHIFTS  # log-mel frames between timestamps
-    # Frame k is centred on sample (k * step + 3.5) * hop; compare doubled values to stay in integers.
-    twice_first = (TIME_REDUCTION - 1) * fe.hop_length
+    grid = FrameGrid.of(model)
+    # Frame k is centred on sample (k * step + (r - 1) / 2) * hop; compare doubled values to stay in integers.
+    twice_first = (grid.reduction - 1) * grid.hop_length
     if 2 * n_samples < twice_first:
         # No frame centre inside the clip: centre the clip under frame 0 instead.
         left = (twice_first - n_samples) // 2
-        right = min_samples(model, SHIFTS) - left - n_samples
-        return left, right, torch.tensor([n_samples * 500.0 / fe.sample_rate], dtype=torch.float64)
-    n_frames = (2 * n_samples - twice_first) // (2 * step * fe.hop_length) + 1
-    # Frame n_frames - 1 needs log-mel frames up to (n_frames - 1) * step + 8.
-    needed = max(fe.samples_for_frames((n_frames - 1) * step + TIME_REDUCTION), min_samples(model, SHIFTS))
-    return 0, max(0, needed - n_samples), frame_times_ms(model, n_frames, SHIFTS)
+        right = max(0, grid.min_samples - left - n_samples)
+        return left, right, torch.tensor([n_samples * 500.0 / grid.sample_rate], dtype=torch.float64)
+    n_frames = (2 * n_samples - twice_first) // (2 * grid.hop_samples) + 1
+    needed = max(grid.samples_for(n_frames), grid.min_samples)
+    return 0, max(0, needed - n_samples), grid.centres_ms(n_frames)
 
 
 def get_timestamp_embeddings(audio: torch.Tensor, model: PretrainedModel) -> tuple[torch.Tensor, torch.Tensor]:
-    """HEAR timestamp embeddings every 40 ms.
+    """HEAR timestamp embeddings every 40 ms (one encoder pass for AudioNTT2022, two for AudioNTT2020).
 
     audio: (n_sounds, n_samples) float at ``model.sample_rate``, in [-1, 1].
     Returns embeddings (n_sounds, n_timestamps, D) float32 and centre times in ms
@@ -160,8 +158,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: PretrainedModel) -> tup
     out = []
     with torch.no_grad(), _EvalMode(model):
         for wave in _sub_batches(model, audio, left + n + right):
-            (frames,), _ = dense_frames(model, _pad(wave, left, right), shifts=SHIFTS,
-                                       chunk_frames=CHUNK_FRAMES)  # (b, >= n_t, d)
+            (frames,), _ = dense_frames(model, _pad(wave, left, right), chunk_frames=CHUNK_FRAMES)  # (b, >= n_t, d)
             out.append(frames[:, :len(times)].float())
     stamps = times.to(device=device, dtype=torch.float32)
     # one sub-batch (a long clip): no concatenated copy of a possibly large output
@@ -180,7 +177,7 @@ def get_scene_embeddings(audio: torch.Tensor, model: PretrainedModel) -> torch.T
     n_sounds, n = audio.shape
     if n_sounds == 0:
         return torch.zeros(0, d, device=device)
-    short = max(0, min_samples(model, 1) - n)
+    short = max(0, FrameGrid.of(model, 1).min_samples - n)
     left, right = short // 2, short - short // 2
     out = []
     with torch.no_grad(), _EvalMode(model):

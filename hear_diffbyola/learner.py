@@ -9,7 +9,7 @@ from torch import nn
 
 from .dictconfig import DictConfig
 
-from .encoder import AudioNTT2020
+from .encoder import AudioNTT
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
@@ -52,9 +52,13 @@ class DiffBYOLA(nn.Module):
 
     ``forward`` returns the loss terms of one step, so one DDP-wrapped call covers every online
     forward of the step (DDP does not allow a second forward before backward).
+
+    Each network runs on each input batch separately, as byol-pytorch (which BYOL-A uses) runs
+    them: BatchNorm normalises v, v' and the mix w each with its own batch statistics. So at
+    lambda = 0 a step is BYOL-A's step, and f(w) is run exactly like another view.
     """
 
-    def __init__(self, encoder: AudioNTT2020, config: LearnerConfig = LearnerConfig()) -> None:
+    def __init__(self, encoder: AudioNTT, config: LearnerConfig = LearnerConfig()) -> None:
         super().__init__()
         self.config = config
         d = encoder.d
@@ -72,33 +76,33 @@ class DiffBYOLA(nn.Module):
         return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
 
     @torch.no_grad()
-    def target_outputs(self, views: torch.Tensor) -> torch.Tensor:
-        return self.target_projector(self.target_encoder(views))
+    def target_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """z_xi = g_xi(f_xi(x)) for one batch."""
+        return self.target_projector(self.target_encoder(x.contiguous(memory_format=torch.channels_last)))
+
+    def online(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(f(x), g(f(x))) for one batch (B, 1, F, T)."""
+        y = self.encoder(x.contiguous(memory_format=torch.channels_last))
+        return y, self.projector(y)
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         # v1, v2: (B, 1, F, T) views of the same B clips; gamma: (B,) mixing weights (needed when lam > 0)
-        B = v1.shape[0]
         lam = self.config.lam
-        views = torch.cat([v1, v2])
-        if lam > 0.0:
-            if gamma is None:
-                raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
-            gamma = gamma.to(v1.device)
-            w = mix_in_batch(v1, gamma)
-            # One pass over [v1, v2, w]: f(w) and f(v) then share BatchNorm statistics, so f is the
-            # same function on both sides of y_hat = f(w) - gamma s(f(v)).
-            y_all = self.encoder(torch.cat([views, w]).contiguous(memory_format=torch.channels_last))
-            y, f_w = y_all[:2 * B], y_all[2 * B:]
-        else:
-            y = self.encoder(views.contiguous(memory_format=torch.channels_last))  # (2B, d)
-        p = self.predictor(self.projector(y))  # (2B, proj_dim)
-        z = self.target_outputs(views.contiguous(memory_format=torch.channels_last))  # (2B, proj_dim)
-        l_byol = byol_loss(p[:B], p[B:], z[:B], z[B:])
+        if lam > 0.0 and gamma is None:
+            raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
+        # byol-pytorch's order: online view 1, online view 2, then the target on each (dropout draws follow it)
+        y1, g1 = self.online(v1)
+        y2, g2 = self.online(v2)
+        p1, p2 = self.predictor(g1), self.predictor(g2)  # (B, proj_dim) each
+        z1, z2 = self.target_outputs(v1), self.target_outputs(v2)
+        l_byol = byol_loss(p1, p2, z1, z2)
         if lam == 0.0:
             return {"loss": l_byol, "l_byol": l_byol.detach()}
-        y_hat = difference_embedding(f_w, y[:B], gamma)
+        gamma = gamma.to(v1.device)
+        f_w, _ = self.online(mix_in_batch(v1, gamma))  # a pass of its own, like a third view
+        y_hat = difference_embedding(f_w, y1, gamma)
         p_hat = self.diff_predictor(self.projector(y_hat))
-        l_diff = diff_loss(p_hat, z[B:])
+        l_diff = diff_loss(p_hat, z2)
         return {"loss": total_loss(l_byol, l_diff, lam), "l_byol": l_byol.detach(), "l_diff": l_diff.detach()}
 
     @torch.no_grad()

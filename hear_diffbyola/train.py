@@ -34,7 +34,7 @@ from tqdm import tqdm
 from .augment import ViewAugmenter
 from .config import ConfigError, PretrainConfig
 from .corpus import NORM_STREAM, ClipSource, CropDataset, StepBatchSampler, open_corpus
-from .encoder import AudioNTT2020
+from .encoder import build_encoder
 from .frontend import LogMelSpectrogram, Normalizer, running_stats
 from .learner import DiffBYOLA
 from .objectives import sample_gamma
@@ -43,6 +43,7 @@ from .weights import atomic_write
 
 METRIC_FIELDS = ["step", "l_byol", "l_diff", "loss", "lr", "clips_per_s"]
 CHECKPOINT = Path("checkpoints") / "last.pt"
+CHECKPOINT_FORMAT = 2  # 2: config carries encoder.arch
 # Keys that may differ when resuming: they change no result, only how long or how it is observed.
 RESUMABLE_CHANGES = {"steps", "epochs", "num_workers", "log_every", "checkpoint_every", "device"}
 
@@ -116,12 +117,22 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint of this or an earlier version; earlier ones (no ``format``) predate ``encoder.arch``
+    and all hold an AudioNTT2020, which their config then says explicitly."""
     if not path.is_file():
         raise TrainingError(f"no checkpoint at {path} to resume from; start without --resume")
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is unreadable ({e}); it may come from another version") from e
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
+        raise TrainingError(f"checkpoint {path} holds no run configuration; it was not written by 'hear-diffbyola pretrain'")
+    if ckpt.get("format") is None:
+        enc = dict(ckpt["config"].get("encoder") or {})
+        enc.setdefault("arch", "audiontt2020")
+        ckpt["config"] = {**ckpt["config"], "encoder": enc}
+        ckpt["format"] = CHECKPOINT_FORMAT
+    return ckpt
 
 
 # ---------------------------------------------------------------- metrics
@@ -241,7 +252,7 @@ def build_step_parts(config: PretrainConfig, norm: tuple[float, float], device: 
     if t.amp == "bf16" and device.type != "cuda":
         raise ConfigError("train.amp=bf16 needs a CUDA device; use train.amp=auto or off on CPU")
     torch.manual_seed(t.seed)  # same initial weights on every rank
-    learner = DiffBYOLA(AudioNTT2020.from_config(config.encoder), config.learner).to(device)
+    learner = DiffBYOLA(build_encoder(config.encoder), config.learner).to(device)
     # channels_last: faster convolutions and pooling on CPU (oneDNN) and on GPU (cuDNN).
     learner = learner.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
@@ -354,7 +365,7 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
             dist.all_gather_object(states, rs)
         if is_main:
             save_checkpoint(out / CHECKPOINT, {
-                "config": config.to_dict(), "model": learner.state_dict(), "optimizer": optimizer.state_dict(),
+                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": learner.state_dict(), "optimizer": optimizer.state_dict(),
                 "rank_states": states, "step": step, "norm": {"mean": norm[0], "std": norm[1]}, "wall_time": wall,
                 "provenance": {"corpus": source.describe(), "seed": t.seed, "hardware": hardware, "git_commit": commit,
                                "world_size": world}})

@@ -2,9 +2,10 @@
 
 Our format: safetensors holding the encoder state dict (BYOL-A names ``features.*``, ``fc.*``) and
 a JSON header under metadata key ``hear_diffbyola`` with the front-end config, normalisation
-stats, encoder config, lambda and provenance, so loading needs no guesswork.
-Official BYOL-A v1 ``.pth`` files (plain state dicts) load too, with BYOL-A v1's front end.
-Nothing here unpickles arbitrary objects.
+stats, encoder config (architecture included), lambda and provenance, so loading needs no guesswork.
+Official BYOL-A ``.pth`` files load too: v1 (AudioNTT2020) or v2 (AudioNTT2022), recognised by their
+keys and shapes, each with its authors' front end and normalisation statistics. Nothing here
+unpickles arbitrary objects (``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
@@ -20,13 +21,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .encoder import AudioNTT2020, EncoderConfig, temporal_pool
+from .encoder import CHANNELS, AudioNTT, EncoderConfig, build_encoder, temporal_pool
 from .frontend import Frontend, FrontendConfig
 
-FORMAT = "hear-diffbyola/1"
+FORMAT = "hear-diffbyola/2"
+# Format 1 headers predate encoder.arch; every file of that format holds an AudioNTT2020.
+FORMAT_V1 = "hear-diffbyola/1"
 HEADER_KEY = "hear_diffbyola"
-# Normalisation statistics the BYOL-A authors use with their official checkpoints.
+# Normalisation statistics the BYOL-A authors publish with their official checkpoints
+# (v1: the BYOL-A README; v2: the v2 README's example, from EVAR's output).
 BYOLA_V1_NORM = (-5.4919195, 5.0389895)
+BYOLA_V2_NORM = (-9.660292, 4.7219563)
 # Shipped weights live in the checkout's top-level `weights/` folder (also what an editable install
 # sees); a regular install puts that folder inside the package as `hear_diffbyola/_weights/`
 # (pyproject package-dir mapping), because the name `weights` is taken by this module.
@@ -42,7 +47,7 @@ class WeightsError(DiffByolaError, ValueError):
 class PretrainedModel(nn.Module):
     """Front end (with its norm stats) + encoder, in eval mode: waveform at ``sample_rate`` -> embeddings."""
 
-    def __init__(self, frontend: Frontend, encoder: AudioNTT2020, header: dict[str, Any]) -> None:
+    def __init__(self, frontend: Frontend, encoder: AudioNTT, header: dict[str, Any]) -> None:
         super().__init__()
         self.frontend = frontend
         self.encoder = encoder
@@ -51,7 +56,7 @@ class PretrainedModel(nn.Module):
         self.eval()
 
     def frames(self, wave: torch.Tensor) -> torch.Tensor:
-        # wave: (B, N) -> (B, T', d), T' = (1 + N // hop) // 8
+        # wave: (B, N) -> (B, T', d), T' = (1 + N // hop) // time_reduction
         return self.encoder.frames(self.frontend(wave))
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
@@ -118,42 +123,76 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
         header = json.loads(meta[HEADER_KEY])
     except json.JSONDecodeError as e:
         raise WeightsError(f"{path}: corrupt '{HEADER_KEY}' header ({e})") from e
+    if header.get("format") == FORMAT_V1 and isinstance(header.get("encoder"), dict):
+        header = {**header, "format": FORMAT, "encoder": {"arch": "audiontt2020", **header["encoder"]}}
     if header.get("format") != FORMAT:
-        raise WeightsError(f"{path}: header format {header.get('format')!r}, this version reads {FORMAT!r}")
+        raise WeightsError(f"{path}: header format {header.get('format')!r}, this version reads {FORMAT!r} "
+                           f"and {FORMAT_V1!r}")
     return tensors, header
 
 
 def read_byola_pth(path: Path) -> dict[str, torch.Tensor]:
+    """An official BYOL-A encoder state dict, unwrapped as the official loaders do: a ``state_dict`` and then a
+    ``model`` entry are unwrapped, a ``model.`` (BYOL-A) or ``body.`` (EVAR) prefix is stripped, and only
+    the encoder's ``features.*`` / ``fc.*`` keys are kept."""
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path} could not be read as a PyTorch state dict ({e})") from e
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or "fc.0.weight" not in state or "fc.3.weight" not in state:
-        keys = sorted(state)[:6] if isinstance(state, dict) else type(state).__name__
-        raise WeightsError(f"{path} is not an AudioNTT2020 state dict (expected keys features.*, fc.0.weight, fc.3.weight; got {keys})")
-    return state
+        raise WeightsError(f"{path} could not be read as a PyTorch state dict with weights_only=True ({e}); "
+                           "expected an official BYOL-A AudioNTT20xx-BYOLA-*.pth") from e
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} holds a {type(state).__name__}, not a state dict")
+    out = {}
+    for k, v in state.items():
+        for prefix in ("model.", "body."):
+            if isinstance(k, str) and k.startswith(prefix):
+                k = k[len(prefix):]
+        if isinstance(k, str) and k.split(".")[0] in ("features", "fc") and isinstance(v, torch.Tensor):
+            out[k] = v
+    return out
 
 
 def encoder_config_from_state(state: dict[str, torch.Tensor], path: Path) -> EncoderConfig:
-    """Infer (n_mels, d) of an AudioNTT2020 from its fc shapes."""
-    fc0 = state["fc.0.weight"]
-    d, n_in = fc0.shape
-    if n_in % 64:
-        raise WeightsError(f"{path}: fc.0.weight has {n_in} inputs, expected 64 * n_mels / 8")
-    return EncoderConfig(n_mels=n_in // 64 * 8, d=int(d))
+    """Recognise an official state dict as AudioNTT2022 (v2: conv layers features.0 / .4) or AudioNTT2020
+    (v1: features.0 / .4 / .8) and read (n_mels, d, hidden) from its fc shapes."""
+    convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("features.") and k.endswith(".weight")
+                   and state[k].ndim == 4)
+    fc0, fc3 = state.get("fc.0.weight"), state.get("fc.3.weight")
+    keys = sorted(state)[:8]
+    if fc0 is None or fc3 is None or fc0.ndim != 2 or fc3.ndim != 2:
+        raise WeightsError(f"{path} is not a BYOL-A encoder state dict: expected features.* and fc.0/fc.3 weights "
+                           f"of AudioNTT2022 (v2) or AudioNTT2020 (v1), got keys {keys}{' ...' if len(state) > 8 else ''}")
+    (hidden, n_in), (n_out, n_hidden) = fc0.shape, fc3.shape
+    if convs == [0, 4]:
+        arch, reduction, d = "audiontt2022", 4, n_in + n_out
+    elif convs == [0, 4, 8]:
+        arch, reduction, d = "audiontt2020", 8, n_out
+    else:
+        raise WeightsError(f"{path}: conv layers at features.{convs} match neither AudioNTT2022 (features.0, .4) nor "
+                           "AudioNTT2020 (features.0, .4, .8)")
+    if n_in % CHANNELS or n_hidden != hidden:
+        raise WeightsError(f"{path}: fc shapes {tuple(fc0.shape)} / {tuple(fc3.shape)} do not fit {arch} "
+                           f"(fc.0 takes 64 x n_mels/{reduction} inputs, fc.3 takes fc.0's outputs)")
+    try:
+        return EncoderConfig(arch=arch, n_mels=n_in // CHANNELS * reduction, d=int(d), hidden=int(hidden))
+    except ValueError as e:
+        raise WeightsError(f"{path}: {arch} shapes give an invalid encoder ({e})") from e
 
 
 def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None = None, norm_std: float | None = None,
                     device: str | torch.device = "cpu") -> PretrainedModel:
-    """Load our ``.safetensors`` export, or an official BYOL-A v1 ``.pth`` (front end n_fft=1024, 60-7800 Hz,
-    stats -5.4919195 / 5.0389895 unless ``norm_mean``/``norm_std`` override them). ``None``/'' -> shipped default."""
+    """Load our ``.safetensors`` export (its header says everything), or an official BYOL-A ``.pth``:
+    v2 (AudioNTT2022) with v2's nnAudio front end and stats -9.660292 / 4.7219563, v1 (AudioNTT2020) with
+    v1's torchaudio front end and stats -5.4919195 / 5.0389895; ``norm_mean``/``norm_std`` override the
+    stats of either format. ``None``/'' -> the shipped default."""
     path = Path(path) if path else DEFAULT_WEIGHTS
     if not path.is_file():
         hint = " (the default weights ship with the package; reinstall it)" if path == DEFAULT_WEIGHTS else ""
         raise WeightsError(f"weights file {path} does not exist{hint}; expected a .safetensors from "
-                           "'hear-diffbyola export' or an official BYOL-A AudioNTT2020-BYOLA-64x96d*.pth")
+                           "'hear-diffbyola export' or an official BYOL-A AudioNTT2022/AudioNTT2020-BYOLA-64x96d*.pth")
     if path.suffix == ".safetensors":
         state, header = read_safetensors(path)
         try:
@@ -165,21 +204,24 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
     else:
         state = read_byola_pth(path)
         enc = encoder_config_from_state(state, path)
-        fe = FrontendConfig.byola_v1()
+        v2 = enc.arch == "audiontt2022"
+        fe = FrontendConfig.byola_v2() if v2 else FrontendConfig.byola_v1()
         if enc.n_mels != fe.n_mels:
             fe = FrontendConfig(**{**fe.to_dict(), "n_mels": enc.n_mels})
-        mean, std = BYOLA_V1_NORM
-        header = {"format": "byol-a-v1", "frontend": fe.to_dict(), "norm": {"mean": mean, "std": std},
-                  "encoder": enc.to_dict(), "lam": 0.0, "provenance": {"source": str(path)}}
+        mean, std = BYOLA_V2_NORM if v2 else BYOLA_V1_NORM
+        header = {"format": "byol-a-v2" if v2 else "byol-a-v1", "frontend": fe.to_dict(),
+                  "norm": {"mean": mean, "std": std}, "encoder": enc.to_dict(), "lam": 0.0,
+                  "provenance": {"source": str(path)}}
     if norm_mean is not None or norm_std is not None:
         mean = mean if norm_mean is None else float(norm_mean)
         std = std if norm_std is None else float(norm_std)
         header = {**header, "norm": {"mean": mean, "std": std}}
-    encoder = AudioNTT2020.from_config(enc)
+    encoder = build_encoder(enc)
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise WeightsError(f"{path}: weights do not fit AudioNTT2020(n_mels={enc.n_mels}, d={enc.d}): {e}") from e
+        raise WeightsError(f"{path}: weights do not fit {type(encoder).__name__}(n_mels={enc.n_mels}, d={enc.d}, "
+                           f"hidden={enc.hidden}): {e}") from e
     return PretrainedModel(Frontend(fe, mean, std), encoder, header).to(device)
 
 
@@ -189,10 +231,12 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if not ckpt_path.is_file():
         raise WeightsError(f"{run_dir} holds no checkpoint ({ckpt_path} missing); is it the --out of 'hear-diffbyola pretrain'?")
+    from .train import TrainingError, load_checkpoint  # train imports this module
+
     try:
-        ckpt = torch.load(str(ckpt_path), map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise WeightsError(f"checkpoint {ckpt_path} is unreadable ({e})") from e
+        ckpt = load_checkpoint(ckpt_path)
+    except TrainingError as e:
+        raise WeightsError(str(e)) from e
     cfg = ckpt["config"]
     state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     summary_path = run_dir / "summary.json"

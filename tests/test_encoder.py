@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from hear_diffbyola.encoder import AudioNTT2020, EncoderConfig, temporal_pool
+from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022, EncoderConfig, build_encoder, temporal_pool
 
 # The keys of the official BYOL-A AudioNTT2020 state dict (nttcslab/byol-a v1 checkpoints).
 OFFICIAL_KEYS = {
@@ -50,9 +50,85 @@ def test_conv_maps_sizes_and_errors():
     with pytest.raises(ValueError, match=r"\(B, 1, 64, T\)"):
         enc(torch.randn(1, 64, 96))
     with pytest.raises(ValueError, match="multiple of 8"):
-        EncoderConfig(n_mels=60)
+        EncoderConfig(arch="audiontt2020", n_mels=60)
 
 
 def test_temporal_pool_by_hand():
     frames = torch.tensor([[[1.0, -2.0], [3.0, 0.0], [-1.0, 4.0]]])
     torch.testing.assert_close(temporal_pool(frames), torch.tensor([[1.0 + 3.0, 2 / 3 + 4.0]]))
+
+
+# ---------------------------------------------------------------- AudioNTT2022 (BYOL-A v2)
+
+# The keys of the official BYOL-A v2 AudioNTT2022 state dict: two conv blocks, then the fc stack.
+OFFICIAL_V2_KEYS = {
+    *(f"features.{i}.{p}" for i in (0, 4) for p in ("weight", "bias")),
+    *(f"features.{i}.{p}" for i in (1, 5) for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
+    "fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias",
+}
+
+
+@pytest.mark.parametrize("d,hidden", [(3072, 2048), (2048, 2048), (1536, 512)])
+@pytest.mark.parametrize("t", [4, 7, 96, 401])
+def test_v2_shapes_names_and_the_concatenated_frame(d, hidden, t):
+    enc = AudioNTT2022(n_mels=64, d=d, hidden=hidden).eval()
+    sd = enc.state_dict()
+    assert set(sd) == OFFICIAL_V2_KEYS
+    assert sd["fc.0.weight"].shape == (hidden, 64 * 16)  # 64 channels x 64/4 mel bins
+    assert sd["fc.3.weight"].shape == (d - 1024, hidden)
+    x = torch.randn(2, 1, 64, t)
+    with torch.no_grad():
+        frames, pooled = enc.frames(x), enc(x)
+        conv = enc.features(x)  # (2, 64, 16, t // 4)
+    assert conv.shape == (2, 64, 16, t // 4)
+    assert frames.shape == (2, t // 4, d)
+    # per-frame output = the conv features (mel-major flatten) followed by the fc output of them
+    flat = conv.permute(0, 3, 2, 1).reshape(2, t // 4, 1024)
+    torch.testing.assert_close(frames[..., :1024], flat)
+    with torch.no_grad():
+        torch.testing.assert_close(frames[..., 1024:], enc.fc(flat))
+    torch.testing.assert_close(pooled, frames.mean(1) + frames.max(1).values)
+
+
+def test_v2_fc_is_the_documented_stack():
+    enc = AudioNTT2022(64, 3072, 2048)
+    kinds = [type(m).__name__ for m in enc.fc]
+    assert kinds == ["Linear", "ReLU", "Dropout", "Linear", "ReLU"] and enc.fc[2].p == 0.3
+    assert [type(m).__name__ for m in enc.features] == ["Conv2d", "BatchNorm2d", "ReLU", "MaxPool2d"] * 2
+
+
+def test_config_resolves_arch_defaults_and_rejects_bad_values():
+    assert (EncoderConfig().arch, EncoderConfig().d, EncoderConfig().hidden) == ("audiontt2022", 3072, 2048)
+    v1 = EncoderConfig(arch="audiontt2020")
+    assert (v1.d, v1.hidden, v1.time_reduction, v1.conv_d) == (2048, 2048, 8, 512)
+    assert EncoderConfig(arch="audiontt2020", d=512).hidden == 512
+    assert EncoderConfig().time_reduction == 4 and EncoderConfig().conv_d == 1024
+    with pytest.raises(ValueError, match="exceed the 1024 conv features"):
+        EncoderConfig(d=1024)
+    with pytest.raises(ValueError, match="multiple of 64"):
+        EncoderConfig(arch="audiontt2020", d=100)
+    with pytest.raises(ValueError, match="hidden must equal d"):
+        EncoderConfig(arch="audiontt2020", d=512, hidden=256)
+    with pytest.raises(ValueError, match="encoder.arch"):
+        EncoderConfig(arch="resnet")
+    with pytest.raises(ValueError, match="multiple of 4"):
+        EncoderConfig(n_mels=62)
+    assert type(build_encoder(EncoderConfig())) is AudioNTT2022
+    assert type(build_encoder(EncoderConfig(arch="audiontt2020", d=512))) is AudioNTT2020
+
+
+def test_v2_layers_sit_in_their_own_slots_and_sum_to_the_frames():
+    torch.manual_seed(0)
+    enc = AudioNTT2022(64, 1536, 64).eval()
+    x = torch.randn(2, 1, 64, 37)
+    with torch.no_grad():
+        conv1, conv2, fc, full = enc.layer_frames(x)
+        c1 = enc.features[:4](x)  # (2, 64, 32, 18)
+        frames = enc.frames(x)
+    assert all(t.shape == (2, 9, 1536) for t in (conv1, conv2, fc, full))
+    torch.testing.assert_close(full, frames)
+    torch.testing.assert_close(conv2 + fc, full)
+    assert (conv1[..., 1024:] == 0).all() and (conv2[..., 1024:] == 0).all() and (fc[..., :1024] == 0).all()
+    # conv1: block 1's map max-pooled 2x2 (to block 2's grid), flattened mel-major
+    pooled = torch.nn.functional.max_pool2d(c1, 2)  # (2, 64, 16, 9)
+    torch.testing.assert_close(conv1[..., :1024], pooled.permute(0, 3, 2, 1).reshape(2, 9, 1024))

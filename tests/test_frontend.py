@@ -93,3 +93,81 @@ def test_config_validation_and_byola_v1():
     v1 = FrontendConfig.byola_v1()
     assert (v1.n_fft, v1.win_length, v1.hop_length, v1.f_min, v1.f_max) == (1024, 1024, 160, 60.0, 7800.0)
     assert FrontendConfig.from_dict(v1.to_dict()) == v1
+
+
+# ---------------------------------------------------------------- Slaney mels (BYOL-A v2 / nnAudio / librosa)
+
+def slaney_mel(f):
+    # Slaney's Auditory Toolbox scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4
+    return f / (200 / 3) if f < 1000 else 15 + math.log(f / 1000) * 27 / math.log(6.4)
+
+
+def slaney_hz(m):
+    return m * 200 / 3 if m < 15 else 1000 * math.exp((m - 15) * math.log(6.4) / 27)
+
+
+def test_slaney_scale_by_hand():
+    from hear_diffbyola.frontend import hz_to_mel, mel_to_hz
+
+    for f in (0.0, 500.0, 999.0, 1000.0, 2000.0, 6400.0, 7800.0):
+        assert float(hz_to_mel(f, "slaney")) == pytest.approx(slaney_mel(f), rel=1e-9, abs=1e-9)
+        assert float(mel_to_hz(hz_to_mel(f, "slaney"), "slaney")) == pytest.approx(f, rel=1e-9, abs=1e-9)
+    assert float(hz_to_mel(6400.0, "slaney")) == pytest.approx(42.0)  # 15 + 27: one factor 6.4 above 1 kHz
+
+
+def test_slaney_normalised_filters_by_hand():
+    sr, n_fft, n_mels, fmin, fmax = 16000, 1024, 64, 60.0, 7800.0
+    fb = mel_filterbank(n_fft // 2 + 1, fmin, fmax, n_mels, sr, scale="slaney", norm="slaney")
+    lo, hi = slaney_mel(fmin), slaney_mel(fmax)
+    edges = [slaney_hz(lo + i * (hi - lo) / (n_mels + 1)) for i in range(n_mels + 2)]
+    freqs = [b * sr / n_fft for b in range(n_fft // 2 + 1)]
+    for k in (0, 10, 40, 63):
+        for b in range(0, n_fft // 2 + 1, 7):
+            f = freqs[b]
+            tri = max(0.0, min((f - edges[k]) / (edges[k + 1] - edges[k]), (edges[k + 2] - f) / (edges[k + 2] - edges[k + 1])))
+            assert fb[b, k].item() == pytest.approx(tri * 2 / (edges[k + 2] - edges[k]), rel=1e-5, abs=1e-9)
+
+
+def test_v2_preset_logmel_equals_a_numpy_reference():
+    # What nnAudio's MelSpectrogram(center=True, reflect, periodic Hann, power 2) with librosa's Slaney filters
+    # computes, written with numpy's FFT; then log(x + eps) as BYOL-A v2.
+    import numpy as np
+
+    cfg = FrontendConfig.byola_v2()
+    assert (cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.f_min, cfg.f_max, cfg.mel_scale, cfg.mel_norm) == \
+        (1024, 1024, 160, 60.0, 7800.0, "slaney", "slaney")
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal(4000) + 0.3 * np.sin(2 * np.pi * 440 * np.arange(4000) / 16000)).astype(np.float64)
+    padded = np.pad(x, 512, mode="reflect")
+    window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)  # periodic Hann
+    n_frames = 1 + len(x) // 160
+    frames = np.stack([padded[i * 160:i * 160 + 1024] * window for i in range(n_frames)])
+    power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (T, 513)
+    lo, hi = slaney_mel(60.0), slaney_mel(7800.0)
+    edges = np.array([slaney_hz(lo + i * (hi - lo) / 65) for i in range(66)])
+    f = np.arange(513) * 16000 / 1024
+    tri = np.maximum(0, np.minimum((f[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2]),
+                                   (edges[2:] - f[:, None]) / (edges[2:] - edges[1:-1])))
+    fb = tri * (2 / (edges[2:] - edges[:-2]))
+    expected = np.log(power @ fb + np.finfo(np.float32).eps).T  # (64, T)
+    got = LogMelSpectrogram(cfg)(torch.from_numpy(x).float())[0].double().numpy()
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+
+
+def test_v2_preset_matches_librosa_when_installed():
+    librosa = pytest.importorskip("librosa")
+    import numpy as np
+
+    x = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
+    ref = librosa.feature.melspectrogram(y=x, sr=16000, n_fft=1024, win_length=1024, hop_length=160, n_mels=64,
+                                         fmin=60, fmax=7800, htk=False, norm="slaney", pad_mode="reflect", power=2.0)
+    got = LogMelSpectrogram(FrontendConfig.byola_v2())(torch.from_numpy(x))[0].double().numpy()
+    np.testing.assert_allclose(got, np.log(ref + np.finfo(np.float32).eps), atol=1e-4)
+
+
+def test_front_end_rejects_unknown_mel_options():
+    with pytest.raises(ValueError, match="mel_scale"):
+        FrontendConfig(mel_scale="bark")
+    with pytest.raises(ValueError, match="mel_norm"):
+        FrontendConfig(mel_norm="peak")

@@ -18,19 +18,21 @@ import soundfile as sf
 import torch
 
 import hear_diffbyola
-from hear_diffbyola import hear, heartask
+from hear_diffbyola import evaltools, hear
+from hear_diffbyola.tasks import heartask
 from hear_diffbyola.cli import main
-from hear_diffbyola.encoder import AudioNTT2020, EncoderConfig
+from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022, EncoderConfig
 from hear_diffbyola.frontend import FrontendConfig
-from hear_diffbyola.weights import BYOLA_V1_NORM, DEFAULT_WEIGHTS, WeightsError, export_run, make_header, save_weights
+from hear_diffbyola.weights import BYOLA_V1_NORM, BYOLA_V2_NORM, DEFAULT_WEIGHTS, WeightsError, export_run, make_header, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
+D = 1088  # the tiny model's d (test_train.TINY): 1024 conv features + 64 fc outputs
 
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
-    """A real (tiny, d = 64) weights file from the pretraining module and exporter."""
+    """A real (tiny AudioNTT2022, d = 1088) weights file from the pretraining module and exporter."""
     from hear_diffbyola.config import PretrainConfig, apply_overrides
     from hear_diffbyola.train import pretrain
     from test_train import TINY
@@ -60,29 +62,61 @@ def test_module_exposes_the_hear_api_and_the_model_its_attributes(model, tiny_we
         assert getattr(hear_diffbyola, name) is getattr(hear, name)
     assert isinstance(model, torch.nn.Module) and not model.training
     assert model.sample_rate == 16000 and type(model.sample_rate) is int
-    assert model.scene_embedding_size == model.timestamp_embedding_size == 64
+    assert model.scene_embedding_size == model.timestamp_embedding_size == D
     assert type(model.scene_embedding_size) is int and type(model.timestamp_embedding_size) is int
 
 
-@pytest.mark.parametrize("seconds,n_stamps,last", [
-    # hand-computed: frames centred at 35 + 40 k ms, kept while the centre is <= the clip's end
-    (1.07, 26, 1035.0), (1.98, 49, 1955.0), (4.0, 100, 3995.0), (0.1, 2, 75.0), (0.035, 1, 35.0),
+@pytest.fixture(scope="module")
+def v1_model(tmp_path_factory):
+    """A random AudioNTT2020 (BYOL-A v1 layout, d = 64) with the paper's front end."""
+    torch.manual_seed(3)
+    enc = AudioNTT2020(64, 64)
+    path = tmp_path_factory.mktemp("v1") / "v1.safetensors"
+    save_weights(path, enc.state_dict(), make_header(FrontendConfig(), (-6.0, 4.0), enc.config, 0.0, {"source": "v1"}))
+    return hear_diffbyola.load_model(str(path))
+
+
+@pytest.mark.parametrize("arch,seconds,n_stamps,last", [
+    # hand-computed. v2: one pass, frames centred at 15 + 40 k ms (blocks [4k, 4k + 4) of 10 ms log-mel
+    # frames); v1: two passes, 35 + 40 k ms (blocks [4k, 4k + 8)); kept while the centre is <= the end.
+    ("v2", 1.07, 27, 1055.0), ("v2", 1.98, 50, 1975.0), ("v2", 4.0, 100, 3975.0), ("v2", 0.1, 3, 95.0),
+    ("v2", 0.015, 1, 15.0),
+    ("v1", 1.07, 26, 1035.0), ("v1", 1.98, 49, 1955.0), ("v1", 4.0, 100, 3995.0), ("v1", 0.1, 2, 75.0),
+    ("v1", 0.035, 1, 35.0),
 ])
-def test_timestamps_every_40_ms_centred_never_past_the_end(model, seconds, n_stamps, last):
+def test_timestamps_every_40_ms_centred_never_past_the_end(model, v1_model, arch, seconds, n_stamps, last):
+    model, first = (model, 15.0) if arch == "v2" else (v1_model, 35.0)
+    d = model.timestamp_embedding_size
     emb, ts = hear_diffbyola.get_timestamp_embeddings(noise(3, seconds), model)
-    assert emb.shape == (3, n_stamps, 64) and emb.dtype == torch.float32
+    assert emb.shape == (3, n_stamps, d) and emb.dtype == torch.float32
     assert ts.shape == (3, n_stamps) and ts.dtype == torch.float32
-    expected = 35.0 + 40.0 * torch.arange(n_stamps)
+    expected = first + 40.0 * torch.arange(n_stamps)
     for row in ts:
         assert torch.equal(row, expected)
     assert ts.max().item() == last <= seconds * 1000
     # hear-validator's criterion: the last timestamp lies within one hop of the end
     assert last > seconds * 1000 - 40.0
     scene = hear_diffbyola.get_scene_embeddings(noise(3, seconds), model)
-    assert scene.shape == (3, 64) and scene.dtype == torch.float32 and torch.isfinite(scene).all()
+    assert scene.shape == (3, d) and scene.dtype == torch.float32 and torch.isfinite(scene).all()
 
 
-def test_timestamp_frames_are_the_encoder_on_the_log_mel_and_its_4_frame_shift(model):
+def test_v2_timestamp_frames_are_one_native_encoder_pass(model):
+    wave = noise(2, 3.0, seed=1)
+    calls = []
+    handle = model.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    try:
+        emb, ts = hear_diffbyola.get_timestamp_embeddings(wave, model)
+    finally:
+        handle.remove()
+    assert len(calls) == 1  # no shifted second pass
+    with torch.no_grad():
+        native = model.encoder.frames(model.frontend(wave))  # (2, 75, D): 301 log-mel frames // 4
+    # frames whose receptive field (3 log-mel frames past their block) stays inside the clip need no padding
+    torch.testing.assert_close(emb[:, :74], native[:, :74], atol=1e-5, rtol=1e-5)
+
+
+def test_v1_timestamp_frames_are_the_encoder_on_the_log_mel_and_its_4_frame_shift(v1_model):
+    model = v1_model
     wave = noise(2, 3.0, seed=1)
     emb, _ = hear_diffbyola.get_timestamp_embeddings(wave, model)
     with torch.no_grad():
@@ -97,12 +131,12 @@ def test_sub_batching_and_chunking_equal_one_unchunked_pass(model, monkeypatch):
     monkeypatch.setattr(hear, "CHUNK_FRAMES", 20)  # 5 s = 62 encoder frames in 4 chunks (default: 41 s chunks)
     wave = noise(3, 5.0, seed=2)
     with torch.no_grad():
-        whole = model.encoder.frames(model.frontend(wave))  # (3, 62, 64) in one pass
+        whole = model.encoder.frames(model.frontend(wave))  # (3, 125, D) in one pass
     expected_scene = whole.mean(1) + whole.amax(1)  # BYOL-A: mean + max over time
     scene = hear_diffbyola.get_scene_embeddings(wave, model)
     torch.testing.assert_close(scene, expected_scene, atol=1e-5, rtol=1e-5)
     emb, _ = hear_diffbyola.get_timestamp_embeddings(wave, model)
-    torch.testing.assert_close(emb[:, 0:120:2], whole[:, :60], atol=1e-5, rtol=1e-5)  # interior native frames
+    torch.testing.assert_close(emb[:, :120], whole[:, :120], atol=1e-5, rtol=1e-5)  # interior frames (v2: native)
     monkeypatch.setattr(hear, "FRAME_BUDGET", 1)  # one sound per pass
     torch.testing.assert_close(hear_diffbyola.get_scene_embeddings(wave, model), scene)
     torch.testing.assert_close(hear_diffbyola.get_timestamp_embeddings(wave, model)[0], emb)
@@ -124,7 +158,7 @@ def identity_encoder_weights(path: Path) -> Path:
             bn.weight.fill_(1.0), bn.running_mean.zero_(), bn.running_var.fill_(1.0 - bn.eps)
         enc.fc[0].weight[0, 0::64] = 1.0  # channel 0 of each of the 8 mel groups (mel-major flattening)
         enc.fc[3].weight[0, 0] = 1.0
-    header = make_header(FrontendConfig(), (-10.0, 1.0), EncoderConfig(64, 64), 0.0, {"source": "hand-built"})
+    header = make_header(FrontendConfig(), (-10.0, 1.0), enc.config, 0.0, {"source": "hand-built"})
     save_weights(path, enc.state_dict(), header)
     return path
 
@@ -158,8 +192,8 @@ def test_clip_shorter_than_a_frame_is_centred_under_the_first_frame(identity_mod
     assert (emb[:, 0, 0] > 0).all()  # ... and it sees the click
     assert hear_diffbyola.get_scene_embeddings(clip, identity_model)[:, 0].gt(0).all()
     emb, ts = hear_diffbyola.get_timestamp_embeddings(noise(1, 0.0003), model)  # 5 samples
-    assert emb.shape == (1, 1, 64) and ts.item() == pytest.approx(2.5 / 16) and torch.isfinite(emb).all()
-    assert hear_diffbyola.get_scene_embeddings(noise(1, 0.0003), model).shape == (1, 64)
+    assert emb.shape == (1, 1, D) and ts.item() == pytest.approx(2.5 / 16) and torch.isfinite(emb).all()
+    assert hear_diffbyola.get_scene_embeddings(noise(1, 0.0003), model).shape == (1, D)
 
 
 # ------------------------------------------------------------------------------------------- inputs
@@ -182,9 +216,9 @@ def test_input_checks_say_what_is_wrong(model):
 
 
 def test_empty_batch_gives_empty_outputs(model):
-    assert hear_diffbyola.get_scene_embeddings(torch.zeros(0, 16000), model).shape == (0, 64)
+    assert hear_diffbyola.get_scene_embeddings(torch.zeros(0, 16000), model).shape == (0, D)
     emb, ts = hear_diffbyola.get_timestamp_embeddings(torch.zeros(0, 16000), model)
-    assert emb.shape == (0, 0, 64) and ts.shape == (0, 0) and emb.dtype == ts.dtype == torch.float32
+    assert emb.shape == (0, 0, D) and ts.shape == (0, 0) and emb.dtype == ts.dtype == torch.float32
 
 
 def test_other_float_dtypes_are_converted_and_loud_audio_warns_without_clipping(model):
@@ -286,12 +320,96 @@ def test_bad_weight_files_name_the_file_and_what_was_expected(tmp_path):
     state = AudioNTT2020(64, 512).state_dict()
     state["features.0.weight"] = torch.zeros(32, 1, 3, 3)  # 32 instead of 64 conv channels
     torch.save(state, wrong)
-    with pytest.raises(WeightsError, match=rf"{re.escape(str(wrong))}: weights do not fit AudioNTT2020\(n_mels=64, d=512\)"):
+    with pytest.raises(WeightsError, match=rf"{re.escape(str(wrong))}: weights do not fit AudioNTT2020\(n_mels=64, d=512, hidden=512\)"):
         hear_diffbyola.load_model(str(wrong))
     not_encoder = tmp_path / "other.pth"
     torch.save({"weight": torch.zeros(3)}, not_encoder)
-    with pytest.raises(WeightsError, match=f"{re.escape(str(not_encoder))} is not an AudioNTT2020 state dict"):
+    with pytest.raises(WeightsError, match=f"{re.escape(str(not_encoder))} is not a BYOL-A encoder state dict"):
         hear_diffbyola.load_model(str(not_encoder))
+    four_blocks = tmp_path / "four.pth"
+    state = AudioNTT2020(64, 512).state_dict()
+    state["features.12.weight"] = torch.zeros(64, 64, 3, 3)
+    torch.save(state, four_blocks)
+    with pytest.raises(WeightsError, match=r"features.\[0, 4, 8, 12\] match neither AudioNTT2022"):
+        hear_diffbyola.load_model(str(four_blocks))
+    bad_fc = tmp_path / "bad_fc.pth"
+    state = AudioNTT2022(64, 3072, 2048).state_dict()
+    state["fc.3.weight"] = torch.zeros(2048, 1000)  # fc.3 must take fc.0's 2048 outputs
+    torch.save(state, bad_fc)
+    with pytest.raises(WeightsError, match="do not fit audiontt2022"):
+        hear_diffbyola.load_model(str(bad_fc))
+
+
+def slaney_filterbank(n_fft: int, sr: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
+    """librosa's default mel filters (Slaney scale, area-normalised), written out independently of frontend.py."""
+    def mel(f):
+        f = np.asarray(f, dtype=np.float64)
+        return np.where(f < 1000, f * 3 / 200, 15 + np.log(np.maximum(f, 1e-9) / 1000) * 27 / np.log(6.4))
+
+    def hz(m):
+        return np.where(m < 15, m * 200 / 3, 1000 * np.exp((m - 15) * np.log(6.4) / 27))
+
+    edges = hz(np.linspace(mel(fmin), mel(fmax), n_mels + 2))
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)[:, None]
+    up = (freqs - edges[None, :-2]) / (edges[1:-1] - edges[:-2])
+    down = (edges[None, 2:] - freqs) / (edges[2:] - edges[1:-1])
+    return torch.from_numpy(np.maximum(0.0, np.minimum(up, down)) * 2 / (edges[2:] - edges[:-2])).float()
+
+
+def byola_v2_embedding(enc: AudioNTT2022, wave: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """BYOL-A v2's own recipe (its README): nnAudio MelSpectrogram(n_fft=win=1024, hop 160, 64 mels 60-7800 Hz,
+    centre, reflect, power 2, librosa filters), log(x + eps), (x - mean) / std, AudioNTT2022 mean + max."""
+    spec = torch.stft(wave, 1024, 160, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
+                      return_complex=True).abs() ** 2
+    lm = torch.log(torch.einsum("bft,fm->bmt", spec, slaney_filterbank(1024, SR, 64, 60.0, 7800.0))
+                   + torch.finfo(torch.float32).eps)
+    with torch.no_grad():
+        return enc.eval()(((lm - mean) / std).unsqueeze(1))
+
+
+@pytest.mark.parametrize("d,hidden", [(3072, 2048), (2048, 2048)])
+@pytest.mark.parametrize("layout", ["plain", "state_dict", "model_prefix", "model_entry"])
+def test_official_byola_v2_state_dicts_load_as_the_official_loader_loads_them(tmp_path, d, hidden, layout):
+    torch.manual_seed(1)
+    enc = AudioNTT2022(64, d, hidden)
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
+    sd = enc.state_dict()
+    # plain: what v2/train_v2.py saves; the others: the wrappings and prefix BYOL-A's and EVAR's loaders undo
+    payload = {"plain": sd, "state_dict": {"state_dict": sd, "epoch": 3},
+               "model_prefix": {f"model.{k}": v for k, v in sd.items()},
+               "model_entry": {"model": {f"model.{k}": v for k, v in sd.items()}, "optimizer_step": 7}}[layout]
+    path = tmp_path / "AudioNTT2022-BYOLA-64x96d2048.pth"
+    torch.save(payload, path)
+    model = hear_diffbyola.load_model(str(path))
+    assert model.header["format"] == "byol-a-v2" and model.header["encoder"]["arch"] == "audiontt2022"
+    assert (model.header["encoder"]["d"], model.header["encoder"]["hidden"]) == (d, hidden)
+    assert model.scene_embedding_size == d
+    fe = model.frontend.config
+    assert (fe.n_fft, fe.f_min, fe.f_max, fe.mel_scale, fe.mel_norm) == (1024, 60.0, 7800.0, "slaney", "slaney")
+    assert model.header["norm"] == {"mean": BYOLA_V2_NORM[0], "std": BYOLA_V2_NORM[1]}
+    wave = noise(2, 1.5, seed=6)
+    expected = byola_v2_embedding(enc, wave, *BYOLA_V2_NORM)
+    torch.testing.assert_close(hear_diffbyola.get_scene_embeddings(wave, model), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_header_decides_the_architecture_and_format_1_files_are_v1(tmp_path):
+    from hear_diffbyola.weights import HEADER_KEY
+    from safetensors.torch import save_file
+
+    enc = AudioNTT2020(64, 512)
+    old = tmp_path / "old.safetensors"  # written by an earlier version: no encoder.arch, format 1
+    header = {"format": "hear-diffbyola/1", "frontend": FrontendConfig().to_dict(), "norm": {"mean": -6.0, "std": 4.0},
+              "encoder": {"n_mels": 64, "d": 512}, "lam": 0.5, "provenance": {}}
+    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(old), metadata={HEADER_KEY: json.dumps(header)})
+    model = hear_diffbyola.load_model(str(old))
+    assert type(model.encoder) is AudioNTT2020 and model.header["encoder"]["arch"] == "audiontt2020"
+    # a header that says v2 over v1 tensors is an error naming both, not a guess
+    lying = tmp_path / "lying.safetensors"
+    save_weights(lying, enc.state_dict(), make_header(FrontendConfig(), (-6.0, 4.0), EncoderConfig(), 0.5, {}))
+    with pytest.raises(WeightsError, match=r"do not fit AudioNTT2022\(n_mels=64, d=3072, hidden=2048\)"):
+        hear_diffbyola.load_model(str(lying))
 
 
 def test_the_shipped_default_is_the_lambda_half_file_and_loads():
@@ -382,22 +500,22 @@ def test_patch_heareval_is_idempotent_and_refuses_other_versions(tmp_path, monke
     f = tmp_path / "task_predictions.py"
     original = "a = 1\n    trainer.fit_loop.current_epoch = grid_point.epoch\nb = 2\n"
     f.write_text(original)
-    monkeypatch.setattr(heartask, "_module_file", lambda name: f)
-    assert heartask.patch_heareval() == "patched"
+    monkeypatch.setattr(evaltools, "_module_file", lambda name: f)
+    assert evaltools.patch_heareval() == "patched"
     patched = f.read_text()
     assert "fit_loop.epoch_progress.current.completed = grid_point.epoch" in patched
-    assert patched.replace(heartask._HEAREVAL_FIX, heartask._HEAREVAL_BUG) == original
-    assert heartask.patch_heareval() == "already patched" and f.read_text() == patched
+    assert patched.replace(evaltools._HEAREVAL_FIX, evaltools._HEAREVAL_BUG) == original
+    assert evaltools.patch_heareval() == "already patched" and f.read_text() == patched
     f.write_text("something else\n")
-    with pytest.raises(heartask.HeartaskError, match="another heareval version"):
-        heartask.patch_heareval()
+    with pytest.raises(evaltools.EvalToolsError, match="another heareval version"):
+        evaltools.patch_heareval()
 
 
 def test_install_eval_tools_command_uses_no_deps_and_the_pinned_versions(monkeypatch, capsys):
     ran = []
-    monkeypatch.setattr(heartask.subprocess, "run",
+    monkeypatch.setattr(evaltools.subprocess, "run",
                         lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
-    monkeypatch.setattr(heartask, "patch_heareval", lambda: ran.append("patch") or "patched")
+    monkeypatch.setattr(evaltools, "patch_heareval", lambda: ran.append("patch") or "patched")
     assert main(["install-eval-tools"]) == 0
     assert ran == [[sys.executable, "-m", "pip", "install", "--no-deps", "heareval==2021.1.3"],
                    [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-requires-python",
@@ -408,7 +526,7 @@ def test_install_eval_tools_command_uses_no_deps_and_the_pinned_versions(monkeyp
 # ------------------------------------------------------------------- the real tools (slow, CI)
 
 def _require(module: str) -> None:
-    missing = heartask.missing_eval_imports() + ([module] if importlib.util.find_spec(module) is None else [])
+    missing = evaltools.missing_eval_imports() + ([module] if importlib.util.find_spec(module) is None else [])
     if missing:
         pytest.skip(f"{missing} not installed: pip install -e '.[test]' && hear-diffbyola install-eval-tools")
 
@@ -449,13 +567,13 @@ def test_heareval_embeds_and_scores_a_scene_and_an_event_task(tiny_weights, mode
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     emb = tmp_path / "emb" / "hear_diffbyola"
     for split in ("train", "valid", "test"):
-        # scene: one 64-d row per clip (5 labels x 3)
-        assert json.loads((emb / "syn_scene" / f"{split}.embedding-dimensions.json").read_text()) == [15, 64]
-        assert (emb / "syn_scene" / f"{split}.embeddings.npy").stat().st_size == 15 * 64 * 4
-        # event: 4 labels x 3 events, 2 per clip -> 6 clips of 2 s, (2000 - 35) // 40 + 1 = 50 stamps each
-        assert json.loads((emb / "syn_event" / f"{split}.embedding-dimensions.json").read_text()) == [300, 64]
+        # scene: one D-d row per clip (5 labels x 3)
+        assert json.loads((emb / "syn_scene" / f"{split}.embedding-dimensions.json").read_text()) == [15, D]
+        assert (emb / "syn_scene" / f"{split}.embeddings.npy").stat().st_size == 15 * D * 4
+        # event: 4 labels x 3 events, 2 per clip -> 6 clips of 2 s, (2000 - 15) // 40 + 1 = 50 stamps each
+        assert json.loads((emb / "syn_event" / f"{split}.embedding-dimensions.json").read_text()) == [300, D]
         stamps = json.loads((emb / "syn_event" / f"{split}.filename-timestamps.json").read_text())
-        assert sorted({t for _, t in stamps}) == [35.0 + 40 * k for k in range(50)]
+        assert sorted({t for _, t in stamps}) == [15.0 + 40 * k for k in range(50)]
     # the stored embedding of a file is what our API returns for it
     name = sorted(json.loads((tasks / "syn_scene" / "test.json").read_text()))[0]
     x, _ = sf.read(tasks / "syn_scene" / "16000" / "test" / name, dtype="float32")
@@ -463,7 +581,7 @@ def test_heareval_embeds_and_scores_a_scene_and_an_event_task(tiny_weights, mode
     np.testing.assert_allclose(stored, hear_diffbyola.get_scene_embeddings(torch.from_numpy(x)[None], model)[0],
                                atol=1e-5, rtol=1e-5)
 
-    heartask.patch_heareval()  # what install-eval-tools applies; idempotent
+    evaltools.patch_heareval()  # what install-eval-tools applies; idempotent
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # heareval's own Lightning checkpoints only
     res = subprocess.run([sys.executable, "-m", "heareval.predictions.runner", str(emb / "syn_scene"),
                           str(emb / "syn_event"), "--grid", "faster", "--grid-points", "1"],

@@ -1,9 +1,11 @@
+import copy
+
 import math
 
 import pytest
 import torch
 
-from hear_diffbyola.encoder import AudioNTT2020
+from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
 from hear_diffbyola.learner import DiffBYOLA, LearnerConfig
 from hear_diffbyola.objectives import (byol_loss, byol_regression_loss, diff_loss, difference_embedding,
                                        log_mixup_exp, mix_in_batch, sample_gamma, shift, total_loss)
@@ -69,9 +71,10 @@ def test_total_loss_weights_and_validation():
         LearnerConfig(lam=-0.1)
 
 
-def small_learner(lam, seed=0):
+def small_learner(lam, seed=0, arch="audiontt2022"):
     torch.manual_seed(seed)
-    return DiffBYOLA(AudioNTT2020(64, 64), LearnerConfig(lam=lam, proj_hidden=32, proj_dim=16))
+    enc = AudioNTT2022(64, 1088, hidden=48) if arch == "audiontt2022" else AudioNTT2020(64, 64)
+    return DiffBYOLA(enc, LearnerConfig(lam=lam, proj_hidden=32, proj_dim=16))
 
 
 def views(seed=1):
@@ -79,24 +82,57 @@ def views(seed=1):
     return torch.randn(4, 1, 64, 16, generator=g), torch.randn(4, 1, 64, 16, generator=g)
 
 
-def test_lambda_zero_is_byol_and_runs_no_difference_forward():
+def byol_pytorch_reference(learner, v1, v2):
+    """BYOL-A's step as byol-pytorch's BYOL.forward computes it, written out here from its published
+    behaviour: online encoder+projector on each view separately, predictor on each, target encoder+
+    projector on each view separately under no_grad; loss = mean over the batch of the *sum* of the two
+    directions of 2 - 2 cos."""
+    def loss_fn(x, y):
+        x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
+        return 2 - 2 * (x * y).sum(dim=-1)
+
+    online_proj_one = learner.projector(learner.encoder(v1))
+    online_proj_two = learner.projector(learner.encoder(v2))
+    online_pred_one, online_pred_two = learner.predictor(online_proj_one), learner.predictor(online_proj_two)
+    with torch.no_grad():
+        target_proj_one = learner.target_projector(learner.target_encoder(v1))
+        target_proj_two = learner.target_projector(learner.target_encoder(v2))
+    loss_one = loss_fn(online_pred_one, target_proj_two.detach())
+    loss_two = loss_fn(online_pred_two, target_proj_one.detach())
+    return (loss_one + loss_two).mean()
+
+
+@pytest.mark.parametrize("arch", ["audiontt2022", "audiontt2020"])
+def test_lambda_zero_step_is_byol_pytorch_step(arch):
+    # Same loss (ours is the mean of the two directions: half byol-pytorch's sum) and the same gradients
+    # (half as well), in train mode: BatchNorm batch statistics and dropout draws as byol-pytorch has them.
+    ours = small_learner(0.0, arch=arch).train()
+    ref = copy.deepcopy(ours)
+    v1, v2 = views()
+    torch.manual_seed(5)
+    out = ours(v1, v2)
+    out["loss"].backward()
+    torch.manual_seed(5)
+    expected = byol_pytorch_reference(ref, v1, v2)
+    expected.backward()
+    assert out["loss"].item() == pytest.approx(expected.item() / 2, rel=1e-5)
+    assert "l_diff" not in out
+    grads = dict(ref.named_parameters())
+    for name, p in ours.named_parameters():
+        if p.requires_grad:
+            torch.testing.assert_close(2 * p.grad, grads[name].grad, rtol=1e-4, atol=1e-6, msg=name)
+    # BN running statistics moved exactly as in the reference (one update per view, online and target)
+    for (name, b), (_, b_ref) in zip(ours.named_buffers(), ref.named_buffers()):
+        torch.testing.assert_close(b, b_ref, msg=name)
+    assert not any(p.requires_grad for p in ours.diff_predictor.parameters())
+
+
+def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
     learner = small_learner(0.0)
     calls = []
     learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
-    v1, v2 = views()
-    torch.manual_seed(5)
-    out = learner(v1, v2, gamma=torch.full((4,), 0.5))
-    assert calls == [8]  # one online pass over both views, nothing else
-    assert "l_diff" not in out
-    # independent recomputation of BYOL-A's loss from the same modules (same dropout draws)
-    torch.manual_seed(5)
-    y = learner.encoder(torch.cat([v1, v2]))
-    p = learner.predictor(learner.projector(y))
-    z = learner.target_projector(learner.target_encoder(torch.cat([v1, v2])))
-    cos = torch.nn.functional.cosine_similarity
-    expected = ((2 - 2 * cos(p[:4], z[4:])) + (2 - 2 * cos(p[4:], z[:4]))).mean() / 2
-    assert out["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
-    assert not any(p.requires_grad for p in learner.diff_predictor.parameters())
+    learner(*views())
+    assert calls == [4, 4]  # one online pass per view, nothing else
 
 
 def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
@@ -105,7 +141,7 @@ def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
-    assert calls == [12]  # one online pass over [v1, v2, w]: f(w) and f(v) share BatchNorm statistics
+    assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
     assert out["loss"].item() == pytest.approx(0.5 * out["l_byol"].item() + 0.5 * out["l_diff"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="gamma"):
         learner(v1, v2)

@@ -25,8 +25,8 @@ from hear_diffbyola import weights as weights_mod
 from hear_diffbyola.audio import write_audio
 from hear_diffbyola.cli import main
 from hear_diffbyola.corpus.synthetic import render_event
-from hear_diffbyola.embed import dense_frames, frame_times_ms, min_samples
-from hear_diffbyola.encoder import AudioNTT2020, EncoderConfig, layer_frames
+from hear_diffbyola.embed import FrameGrid, dense_frames, min_samples
+from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022, EncoderConfig
 from hear_diffbyola.frontend import FrontendConfig
 from hear_diffbyola.s3prl_upstream import hubconf
 from hear_diffbyola.s3prl_upstream.expert import UpstreamExpert
@@ -53,7 +53,8 @@ def random_encoder(d: int, seed: int = 0) -> AudioNTT2020:
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    header = make_header(FrontendConfig(), (-6.0, 4.0), EncoderConfig(n_mels=64, d=D), 0.5, {"source": "test_s3prl"})
+    header = make_header(FrontendConfig(), (-6.0, 4.0), EncoderConfig(arch="audiontt2020", n_mels=64, d=D), 0.5,
+                         {"source": "test_s3prl"})
     save_weights(path, random_encoder(D).state_dict(), header)
     return path
 
@@ -71,7 +72,7 @@ def test_layer_frames_are_the_conv_maps_max_pooled_and_the_encoder_frames(d):
     enc = random_encoder(d)
     x = torch.randn(2, 1, 64, 83)  # 83 log-mel frames -> 10 encoder frames; odd lengths drop the tail
     with torch.no_grad():
-        layers = layer_frames(enc, x)
+        layers = enc.layer_frames(x)
         maps = enc.conv_maps(x)  # (2, 64, 32, 41), (2, 64, 16, 20), (2, 64, 8, 10)
         frames = enc.frames(x)
     n, bins = 83 // 8, d // 64
@@ -88,15 +89,15 @@ def test_layer_frames_are_the_conv_maps_max_pooled_and_the_encoder_frames(d):
         torch.testing.assert_close(layers[k], expect.permute(0, 3, 2, 1).reshape(2, n, d), rtol=0, atol=0)
 
 
-def test_layer_frames_rejects_a_d_the_conv_maps_cannot_fill():
-    with pytest.raises(ValueError, match="d=100 is not a multiple of the 64 conv channels"):
-        layer_frames(AudioNTT2020(64, 100).eval(), torch.randn(1, 1, 64, 16))
+def test_v1_rejects_a_d_the_conv_maps_cannot_fill_at_config_time():
+    with pytest.raises(ValueError, match="multiple of 64 for audiontt2020"):
+        AudioNTT2020(64, 100)
 
 
 def test_layer_frames_in_chunks_equal_the_whole_clip(tiny_weights):
     model = load_pretrained(tiny_weights)
     w = torch.randn(2, 16000 * 3) * 0.1
-    fn = lambda x: layer_frames(model.encoder, x)  # noqa: E731
+    fn = model.encoder.layer_frames
     whole, t1 = dense_frames(model, w, shifts=2, fn=fn, chunk_frames=1000)
     chunked, t2 = dense_frames(model, w, shifts=2, fn=fn, chunk_frames=3)
     assert torch.equal(t1, t2) and len(whole) == 4
@@ -121,13 +122,13 @@ def test_expert_pads_a_mixed_batch_and_keeps_each_items_frames(tiny_weights):
     assert out["last_hidden_state"] is hs[-1]
     # timestamps: a frame every downsample_rate samples = 40 ms, the first centred at 35 ms (HEAR module)
     assert up.get_downsample_rates("hidden_states") == 640
-    times = frame_times_ms(model, t, 2)
+    times = FrameGrid.of(model).centres_ms(t)
     assert times[0].item() == 35.0 and (times[1:] - times[:-1]).eq(640 / 16).all()
     # the frames are dense_frames' own: the same as computed from the zero-padded batch directly
     padded = torch.zeros(4, 640 * t + 480)  # dense frame t - 1 reads log-mel frames up to 4 (t - 1) + 7
     for i, w in enumerate(wavs):
         padded[i, :len(w)] = w
-    direct, _ = dense_frames(model, padded, shifts=2, fn=lambda x: layer_frames(model.encoder, x))
+    direct, _ = dense_frames(model, padded, shifts=2, fn=model.encoder.layer_frames)
     assert all(d.shape[1] == t and torch.equal(d, h) for d, h in zip(direct, hs))
     # zero padding does not leak into an item's frames whose receptive field lies inside it: dense
     # frame j reads log-mel frames [4j - 7, 4j + 15); frame m's 400-sample window ends at 160 m + 200
@@ -155,6 +156,43 @@ def test_expert_stays_frozen_in_eval_mode(tiny_weights):
     assert all(torch.equal(x, y) for x, y in zip(a, b))
     # shift-0 frames 0..10 (dense 0..20) lie inside the 1 s item, so padding does not touch them
     torch.testing.assert_close(a[-1][0, 0::2][:11], direct[0, :11], atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_v2_weights(tmp_path_factory) -> Path:
+    torch.manual_seed(1)
+    enc = AudioNTT2022(64, 1088, hidden=32)
+    for m in enc.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    path = tmp_path_factory.mktemp("w2") / "tiny_v2.safetensors"
+    save_weights(path, enc.state_dict(), make_header(FrontendConfig(), (-6.0, 4.0), enc.config, 0.5, {"source": "v2"}))
+    return path
+
+
+def test_v2_expert_is_one_native_pass_with_v2_layers(tiny_v2_weights):
+    up = UpstreamExpert(ckpt=str(tiny_v2_weights))
+    assert up.layer_names == ("conv1", "conv2", "fc", "all")
+    assert up.get_downsample_rates("hidden_states") == 640 and up.grid.shifts == 1
+    calls = []
+    up.model.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    wavs = waves([16000, 9000])
+    with torch.no_grad():
+        out = up(wavs)
+    assert len(calls) == 1  # one pass over the padded batch
+    hs = out["hidden_states"]
+    t = len(range(0, 16000, 640))
+    assert [tuple(h.shape) for h in hs] == [(2, t, 1088)] * 4
+    torch.testing.assert_close(hs[1] + hs[2], hs[3])  # conv2 and fc fill disjoint slots of the frame
+    # the last layer is the encoder's native frames of the zero-padded batch, centred at 15 + 40 i ms
+    padded = torch.zeros(2, max(16000, FrameGrid.of(up.model).samples_for(t)))
+    for i, w in enumerate(wavs):
+        padded[i, :len(w)] = w
+    with torch.no_grad():
+        direct = up.model.frames(padded)[:, :t]
+    torch.testing.assert_close(hs[3], direct, atol=1e-5, rtol=1e-5)
+    assert FrameGrid.of(up.model).centres_ms(2).tolist() == [15.0, 55.0]
 
 
 def test_hub_entries_take_keywords_and_give_clear_errors(tiny_weights, tmp_path, monkeypatch):
@@ -192,7 +230,8 @@ def test_hub_entries_take_keywords_and_give_clear_errors(tiny_weights, tmp_path,
 
 @needs_s3prl
 def test_s3prl_upstream_after_register(tiny_weights, monkeypatch):
-    from hear_diffbyola.s3prl import APPLIED, register
+    from hear_diffbyola.s3prl import APPLIED
+    from hear_diffbyola.s3prl_upstream.integration import register
 
     assert register() == register() == ["diffbyola", "diffbyola_local"]  # idempotent
     import torchaudio
@@ -238,7 +277,7 @@ def test_s3prl_upstream_after_register(tiny_weights, monkeypatch):
 def test_shipped_default_loads_when_present():
     if not weights_mod.DEFAULT_WEIGHTS.is_file():
         pytest.skip(f"no shipped weights at {weights_mod.DEFAULT_WEIGHTS}")
-    from hear_diffbyola.s3prl import register
+    from hear_diffbyola.s3prl_upstream.integration import register
 
     register()
     from s3prl.nn import S3PRLUpstream
@@ -249,7 +288,7 @@ def test_shipped_default_loads_when_present():
 
 @needs_s3prl
 def test_in_process_runner_sees_the_entries_and_restores_isinstance(capsys):
-    from hear_diffbyola.s3prl import run_downstream
+    from hear_diffbyola.s3prl_upstream.integration import run_downstream
 
     before = builtins.isinstance
     assert run_downstream(["--help"]) == 0  # s3prl's own argparse: prints help (upstream list), exits 0
@@ -352,7 +391,8 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 @needs_s3prl
 def test_s3prl_install_then_uninstall_leaves_a_copy_of_s3prl_byte_identical(tmp_path, capsys):
-    from hear_diffbyola.s3prl import HUB_LINE, find_s3prl_package, upstream_source
+    from hear_diffbyola.s3prl import HUB_LINE, find_s3prl_package
+    from hear_diffbyola.s3prl_upstream.integration import upstream_source
 
     tree = tmp_path / "checkout"
     shutil.copytree(find_s3prl_package(), tree / "s3prl", ignore=shutil.ignore_patterns("__pycache__"))
@@ -393,7 +433,7 @@ def fake_s3prl(root: Path, hub_text: str) -> Path:
 
 @pytest.mark.parametrize("hub_text", ["from s3prl.upstream.apc.hubconf import *", "", "x = 1\n"])
 def test_copy_install_and_hub_without_final_newline_round_trip(tmp_path, hub_text):
-    from hear_diffbyola.s3prl import upstream_source
+    from hear_diffbyola.s3prl_upstream.integration import upstream_source
 
     tree = fake_s3prl(tmp_path, hub_text)
     before = snapshot(tree)

@@ -19,7 +19,7 @@ from hear_diffbyola.weights import export_run, load_pretrained, read_safetensors
 
 # A tiny but complete configuration: the real code paths, small enough for 2 CPU cores.
 TINY = [
-    "encoder.d=64", "learner.proj_hidden=64", "learner.proj_dim=32", "augment.mixup_memory=64",
+    "encoder.d=1088", "encoder.hidden=32", "learner.proj_hidden=64", "learner.proj_dim=32", "augment.mixup_memory=64",
     "train.embedded_size=48", "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
     "train.num_workers=0", "train.log_every=1",
 ]
@@ -58,7 +58,7 @@ def test_short_run_on_embedded_corpus_learns_and_writes_its_outputs(tmp_path):
     assert header2 == json.loads(json.dumps(header))
     for k, v in tensors.items():
         assert torch.equal(v, ckpt["model"]["encoder." + k])
-    assert header["lam"] == 0.5 and header["encoder"] == {"n_mels": 64, "d": 64}
+    assert header["lam"] == 0.5 and header["encoder"] == {"arch": "audiontt2022", "n_mels": 64, "d": 1088, "hidden": 32}
     assert header["norm"]["mean"] == summary["norm"]["mean"] and header["provenance"]["steps"] == 30
     assert oct(weights.stat().st_mode & 0o777) != oct(0o600)
     model = load_pretrained(weights)
@@ -165,7 +165,7 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert len(ckpt["rank_states"]) == 2 and ckpt["step"] == 4
-    learner = DiffBYOLA(__import__("hear_diffbyola.encoder", fromlist=["x"]).AudioNTT2020(64, 64),
+    learner = DiffBYOLA(__import__("hear_diffbyola.encoder", fromlist=["x"]).build_encoder(tiny_config().encoder),
                         tiny_config().learner)
     learner.load_state_dict(ckpt["model"])
     assert state_digest(learner) == summary["rank_digests"][0]

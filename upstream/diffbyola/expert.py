@@ -1,22 +1,24 @@
 """s3prl upstream expert: DiffBYOL-A frame-level hidden states every 40 ms from four depths of the encoder.
 
 A thin adapter over hear_diffbyola: weights from ``weights.load_pretrained``, frames from
-``embed.dense_frames`` with ``encoder.layer_frames``; it holds no model code of its own. It
-imports ``hear_diffbyola`` absolutely so it runs both as ``hear_diffbyola.s3prl_upstream.expert``
-and, after ``hear-diffbyola s3prl-install``, as ``s3prl.upstream.diffbyola.expert``.
+``embed.dense_frames`` on the model's ``embed.FrameGrid`` with the encoder's ``layer_frames``; it
+holds no model code of its own. It imports ``hear_diffbyola`` absolutely so it runs both as
+``hear_diffbyola.s3prl_upstream.expert`` and, after ``hear-diffbyola s3prl-install``, as
+``s3prl.upstream.diffbyola.expert``.
 
-Hidden states (4 layers, each (B, T, d)): after conv blocks 1, 2, 3 and after the fc stack, on the
-encoder's frame grid; see ``encoder.layer_frames`` for how a conv map becomes d features.
-Frames: two encoder passes shifted by 40 ms, interleaved (``embed.dense_frames(shifts=2)``), so
-frame i is centred at 35 + 40 i ms, like the HEAR module's timestamps; downsample rate 640
-samples at 16 kHz. s3prl's byol_a gives one vector per second instead.
+Hidden states (4 layers, each (B, T, d)), ``encoder.layer_names``: AudioNTT2022 (v2) conv block 1,
+conv block 2, fc output and their concatenation (each in its own slots of the d-vector, zeros
+elsewhere); AudioNTT2020 (v1) conv blocks 1-3 and the fc stack. One frame every 40 ms, the HEAR
+module's timestamps: v2 in one pass on its native grid (frame i centred at 15 + 40 i ms), v1 in
+two passes shifted by 40 ms, interleaved (35 + 40 i ms). Downsample rate 640 samples at 16 kHz for
+every layer. s3prl's byol_a gives one vector per second instead.
 
 Lengths follow s3prl's convention: for a batch whose longest wav has N samples, T = ceil(N / 640)
 (at least 1), one frame per 640-sample step starting inside the audio, exactly what
 ``S3PRLUpstream`` expects (``len(range(0, N, 640))``) and per item ceil(n / 640), what it reports
-as valid lengths. The batch is zero-padded at the end far enough for frame T - 1 to exist (fewer
-than 1120 samples past N, and at least to ``embed.min_samples``), so a wav shorter than one frame gets
-one. Frames whose receptive field ends past an item's last sample see zero padding, as silence.
+as valid lengths. The batch is zero-padded at the end far enough for frame T - 1 to exist, so a
+wav shorter than one frame gets one. Frames whose receptive field ends past an item's last sample
+see zero padding, as silence.
 
 The model stays frozen in eval mode (BatchNorm running statistics, no dropout) whatever
 ``train()`` the caller sets, and no gradient flows into it: s3prl's ``-f`` does not fine-tune it.
@@ -29,12 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from hear_diffbyola.embed import dense_frames, min_samples
-from hear_diffbyola.encoder import TIME_REDUCTION, layer_frames
+from hear_diffbyola.embed import FrameGrid, dense_frames
 from hear_diffbyola.weights import load_pretrained
 
 SAMPLE_RATE = 16000  # s3prl feeds 16 kHz waveforms
-SHIFTS = 2  # encoder passes per 80 ms frame: hop 40 ms, the HEAR module's timestamp hop
 OPTIONS = ("norm_mean", "norm_std")  # model_config / extra_conf keys, passed to load_pretrained
 
 
@@ -77,8 +77,9 @@ class UpstreamExpert(nn.Module):
         if self.model.sample_rate != SAMPLE_RATE:
             raise ValueError(f"diffbyola: weights {ckpt} expect {self.model.sample_rate} Hz audio, "
                              f"s3prl feeds {SAMPLE_RATE} Hz")
-        self.downsample_rate = self.model.frontend.config.hop_length * TIME_REDUCTION // SHIFTS
-        self.min_samples = min_samples(self.model, SHIFTS)
+        self.grid = FrameGrid.of(self.model)  # 40 ms: native for v2, two shifted passes for v1
+        self.downsample_rate = self.grid.hop_samples
+        self.layer_names = tuple(self.model.encoder.layer_names)
         self.model.eval()
 
     def train(self, mode: bool = True) -> "UpstreamExpert":
@@ -90,7 +91,7 @@ class UpstreamExpert(nn.Module):
         return self.downsample_rate
 
     def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return layer_frames(self.model.encoder, x)
+        return self.model.encoder.layer_frames(x)
 
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, Any]:
         # wavs: B x (N_i,) at 16 kHz -> hidden_states: 4 x (B, T, d), T = ceil(max N_i / 640) (at least 1)
@@ -103,12 +104,11 @@ class UpstreamExpert(nn.Module):
         longest = max(w.shape[0] for w in wavs)
         # s3prl's convention: one frame per 640-sample step starting inside the audio, T = ceil(N / 640)
         t = max(1, -(-longest // self.downsample_rate))
-        # dense frame t - 1 reads log-mel frames up to (t - 1) * step + 7: pad with zeros that far
-        step = TIME_REDUCTION // SHIFTS
-        n = max(longest, self.min_samples, self.model.frontend.config.samples_for_frames((t - 1) * step + TIME_REDUCTION))
+        # frame t - 1 must exist: pad with zeros as far as its block needs
+        n = max(longest, self.grid.samples_for(t), self.grid.min_samples)
         batch = wavs[0].new_zeros(len(wavs), n, dtype=torch.float32)  # (B, n)
         for i, w in enumerate(wavs):
             batch[i, :w.shape[0]] = w
-        hidden, _ = dense_frames(self.model, batch, shifts=SHIFTS, fn=self._layers)
+        hidden, _ = dense_frames(self.model, batch, shifts=self.grid.shifts, fn=self._layers)
         hidden = [h[:, :t] for h in hidden]
         return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}

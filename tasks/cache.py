@@ -16,8 +16,8 @@ import json
 import re
 import warnings
 import zipfile
-from pathlib import Path
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -59,7 +59,8 @@ def read_arrays(path: str | Path, key: Mapping[str, Any]) -> dict[str, np.ndarra
         return None
     want = json.loads(_canonical(key))
     try:
-        with np.load(path, allow_pickle=False) as z:
+        # our own file handle: np.load leaks its own when the zip is torn
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             stored = json.loads(str(z[KEY_FIELD]))
             if stored != want:
                 differs = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k)) \
@@ -68,7 +69,7 @@ def read_arrays(path: str | Path, key: Mapping[str, Any]) -> dict[str, np.ndarra
                               "recomputing it", CacheWarning, stacklevel=3)
                 return None
             return {k: z[k] for k in z.files if k != KEY_FIELD}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError) as e:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as e:
         # truncated, not an npz, or from an older format without a key
         warnings.warn(f"cache file {path} is unreadable ({type(e).__name__}: {e}); recomputing it",
                       CacheWarning, stacklevel=3)

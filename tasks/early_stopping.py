@@ -13,8 +13,8 @@ A validation loss that is NaN or infinite never counts as better; if no epoch ha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch

@@ -346,9 +346,12 @@ def task_normalised(embedder: Embedder, train_files: Sequence[str | Path], norm:
     return embedder.with_norm(NormStats("task-train", float(arrays["mean"]), float(arrays["std"]), int(arrays["clips"])))
 
 
-def norm_record(embedder: Embedder, requested: str) -> dict[str, Any]:
-    """What goes into a results file: the normalisation asked for, and the one the embedder applies."""
-    rec = {"requested": requested, **embedder.norm.to_dict()}
+def norm_record(embedder: Embedder, requested: str, train_splits: Sequence[str] | None = None) -> dict[str, Any]:
+    """What goes into a results file: the normalisation asked for, and the one the embedder applies
+    (with ``train_splits``, the splits task statistics came from, when they were used)."""
+    rec: dict[str, Any] = {"requested": requested, **embedder.norm.to_dict()}
+    if train_splits is not None and embedder.norm.source == "task-train":
+        rec["splits"] = list(train_splits)
     if embedder.norm.source in ("hear-module", "embedder"):
         rec["note"] = "the model normalises its own input; the task's statistics cannot be applied to it"
     return rec

@@ -5,6 +5,10 @@ when nothing is subtracted? heareval's predictions runner does this with its own
 paper's linear protocol (``tasks.linear_eval``) on the same folders, so a quick comparison of two
 models needs neither heareval nor its TensorFlow dependency. Training uses train + valid (the protocol
 holds out its own validation per seed); accuracy is on test, in %.
+
+Our model's log-mels are normalised with the statistics of the training audio (every split but test:
+the clips the protocol learns from), as BYOL-A's evaluation does (``norm="task"``), or with the weights
+file's (``norm="weights"``); a HEAR module normalises its own input. The result's ``"norm"`` says which.
 """
 from __future__ import annotations
 
@@ -13,10 +17,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from hear_diffbyola.heartask import HeartaskError, read_scene_task
+from .heartask import HeartaskError, read_scene_task
 
 from . import TaskError
-from .embedders import Embedder, embed_audio_files
+from .embedders import Embedder, embed_audio_files, norm_record, task_normalised
 from .linear_eval import LinearEvalConfig, linear_eval_seeds
 
 __all__ = ["scene_task_embeddings", "evaluate_scene_task"]
@@ -44,8 +48,15 @@ def scene_task_embeddings(task_dir: str | Path, embedder: Embedder, batch_size: 
 
 def evaluate_scene_task(task_dir: str | Path, embedder: Embedder, seeds: Sequence[int] = (0, 1, 2),
                         config: LinearEvalConfig = LinearEvalConfig(), batch_size: int = 16,
-                        progress: bool = True) -> dict[str, Any]:
+                        progress: bool = True, norm: str = "task") -> dict[str, Any]:
     """Accuracy (%) of the linear protocol trained on train + valid and scored on test, per seed."""
+    try:
+        _, splits = read_scene_task(task_dir)
+    except HeartaskError as e:
+        raise TaskError(str(e)) from None
+    train_files = [path for split, items in splits.items() if split != "test" for path, _ in items]
+    embedder = task_normalised(embedder, train_files, norm, damaged_hint=f"the task folder {task_dir} is damaged: "
+                               "write it again", progress=progress)
     vocab, emb = scene_task_embeddings(task_dir, embedder, batch_size, progress)
     if "test" not in emb:
         raise TaskError(f"{task_dir}: the task has no 'test' split (splits: {', '.join(emb)})")
@@ -54,6 +65,7 @@ def evaluate_scene_task(task_dir: str | Path, embedder: Embedder, seeds: Sequenc
     y_train = np.concatenate([emb[s][1] for s in train])
     summary = linear_eval_seeds(x_train, y_train, *emb["test"], seeds=seeds, config=config, n_classes=len(vocab),
                                 progress=progress)
-    return {"task_dir": str(Path(task_dir).resolve()), "model": embedder.name, "n_classes": len(vocab),
+    return {"task_dir": str(Path(task_dir).resolve()), "model": embedder.name, "model_identity": embedder.identity,
+            "norm": norm_record(embedder, norm, train), "n_classes": len(vocab),
             "n_train": int(y_train.size), "n_test": int(emb["test"][1].size), "chance": 100.0 / len(vocab),
             "seeds": list(seeds), "protocol": config.to_dict(), "accuracy": summary.to_dict()}

@@ -268,3 +268,175 @@ def test_our_own_hear_module_through_hear_module_matches_ours(tmp_path):
     assert via_hear.sample_rate == direct.sample_rate and via_hear.name == "hear_diffbyola:tiny"
     x = noise(2, 16000)
     np.testing.assert_allclose(via_hear.embed(x), direct.embed(x), rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# log-mel normalisation from the task's training audio
+
+def numpy_logmel_stats(model, waves) -> tuple[float, float]:
+    """Reference: mean and std of every log-mel value of ``waves`` (the model's front end), in numpy float64."""
+    with torch.no_grad():
+        v = np.concatenate([model.frontend.logmel(torch.from_numpy(w)[None]).numpy().ravel() for w in waves])
+    return float(v.astype(np.float64).mean()), float(v.astype(np.float64).std())
+
+
+def test_task_norm_stats_are_the_log_mel_mean_and_std_of_the_given_clips(tmp_path):
+    from hear_diffbyola.tasks.embedders import task_norm_stats
+
+    path = tiny_weights(tmp_path / "tiny.safetensors")
+    model = load_pretrained(path)
+    waves = [noise(16000, seed=1), 3.0 * noise(12000, seed=2), noise(20000, seed=3) + 0.05]
+    mean, std = numpy_logmel_stats(model, waves)
+    for source in (path, model, ours(path)):  # a file, a loaded model, an embedder: the same numbers
+        stats = task_norm_stats(source, iter(waves), 16000)
+        assert (stats.source, stats.clips) == ("task-train", 3)
+        assert stats.mean == pytest.approx(mean, rel=1e-9) and stats.std == pytest.approx(std, rel=1e-9)
+    assert (mean, std) != pytest.approx((-6.0, 5.0))  # not the weights file's
+    with pytest.raises(TaskError, match="no training clips"):
+        task_norm_stats(model, [], 16000)
+    with pytest.raises(TaskError, match="clips are at 8000 Hz but the model's front end expects 16000 Hz"):
+        task_norm_stats(model, waves, 8000)
+    with pytest.raises(TaskError, match=r"clip 1 has shape \(2, 5\)"):
+        task_norm_stats(model, [waves[0], np.zeros((2, 5), np.float32)], 16000)
+    with pytest.raises(TaskError, match="normalises its input itself"):
+        task_norm_stats(recorder()[0], waves, 100)
+
+
+def test_task_normalised_uses_the_training_files_and_norm_weights_keeps_the_file(tmp_path, fake):
+    import soundfile as sf
+
+    from hear_diffbyola.tasks.embedders import norm_record, task_normalised
+
+    path = tiny_weights(tmp_path / "tiny.safetensors")
+    files = []
+    for i in range(3):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(files[-1], noise(16000, seed=10 + i), 16000, subtype="FLOAT")
+    base = ours(path)
+    assert base.norm.to_dict() == {"source": "weights", "mean": -6.0, "std": 5.0, "clips": 0}
+    task = task_normalised(base, files[:2])
+    mean, std = numpy_logmel_stats(base.model, [sf.read(f, dtype="float32")[0] for f in files[:2]])
+    assert task.norm.source == "task-train" and task.norm.clips == 2
+    assert task.norm.mean == pytest.approx(mean, rel=1e-9) and task.norm.std == pytest.approx(std, rel=1e-9)
+    # the embedding is the core's with those statistics; the identity (cache key) carries them
+    same = ours(path, norm_mean=task.norm.mean, norm_std=task.norm.std)
+    x = noise(1, 16000, seed=5)
+    np.testing.assert_allclose(task.embed(x), same.embed(x), rtol=1e-6)
+    assert task.identity == same.identity != base.identity and task.weights_identity == base.weights_identity
+    assert not np.allclose(task.embed(x), base.embed(x))
+    assert task_normalised(base, files[:2], "weights") is base
+    assert norm_record(task, "task", ["train"]) == {"requested": "task", "source": "task-train", "mean": task.norm.mean,
+                                                    "std": task.norm.std, "clips": 2, "splits": ["train"]}
+    # cached by (weights, data id): a second call with the same id does not read the files
+    first = task_normalised(base, files[:2], cache_dir=tmp_path / "c", data_id="set-1")
+    assert len(list((tmp_path / "c").glob("norm-tiny-*.npz"))) == 1
+    gone = [tmp_path / "gone0.wav", tmp_path / "gone1.wav"]  # unreadable: only the cache can answer
+    assert task_normalised(base, gone, cache_dir=tmp_path / "c", data_id="set-1").identity == first.identity
+    with pytest.raises(TaskError, match=r"gone0\.wav.*; rebuild it"):
+        task_normalised(base, gone, cache_dir=tmp_path / "c", data_id="set-2", damaged_hint="rebuild it")
+    # a HEAR module keeps its own normalisation, and says so
+    hear = hear_module("fake_hear_embedders")
+    assert task_normalised(hear, files) is hear
+    rec = norm_record(hear, "task", ["train"])
+    assert rec["source"] == "hear-module" and rec["mean"] is None and "splits" not in rec and "own input" in rec["note"]
+    with pytest.raises(TaskError, match="unknown normalisation 'pretraining'"):
+        task_normalised(base, files, "pretraining")
+
+
+def test_scene_task_normalises_with_the_non_test_splits_only(tmp_path):
+    from hear_diffbyola.audio import read_audio, write_audio
+    from hear_diffbyola.tasks import heartask
+    from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
+    from hear_diffbyola.tasks.scene_task import evaluate_scene_task
+
+    path = tiny_weights(tmp_path / "tiny.safetensors")
+    task = tmp_path / "t"
+    heartask.write_hear_task(task, labels=["bell", "siren"], n_per_label={"train": 4, "valid": 1, "test": 2},
+                             duration=0.5, seed=3)
+    _, splits = heartask.read_scene_task(task)
+    train = [read_audio(p, 16000) for s in ("train", "valid") for p, _ in splits[s]]
+    mean, std = numpy_logmel_stats(load_pretrained(path), train)
+    config = LinearEvalConfig(max_epochs=3)
+    res = evaluate_scene_task(task, ours(path), seeds=(0,), config=config, progress=False)
+    assert res["norm"]["source"] == "task-train" and res["norm"]["splits"] == ["train", "valid"]
+    assert res["norm"]["clips"] == 10 and res["norm"]["mean"] == pytest.approx(mean, rel=1e-6)
+    assert res["norm"]["std"] == pytest.approx(std, rel=1e-6)
+    assert res["model_identity"] == ours(path, norm_mean=res["norm"]["mean"], norm_std=res["norm"]["std"]).identity
+    for p, _ in splits["test"]:  # test clips play no part in the statistics
+        write_audio(p, np.random.default_rng(0).normal(0, 0.5, 8000).astype(np.float32), 16000)
+    again = evaluate_scene_task(task, ours(path), seeds=(0,), config=config, progress=False)
+    assert (again["norm"]["mean"], again["norm"]["std"]) == (res["norm"]["mean"], res["norm"]["std"])
+    old = evaluate_scene_task(task, ours(path), seeds=(0,), config=config, progress=False, norm="weights")
+    assert old["norm"] == {"requested": "weights", "source": "weights", "mean": -6.0, "std": 5.0, "clips": 0}
+    assert old["model_identity"] == ours(path).identity
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the shared cache (tasks.cache)
+
+def counting(arrays):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return arrays
+
+    return compute, calls
+
+
+def test_cache_round_trip_and_file_name_follows_the_key(tmp_path):
+    import warnings
+
+    from hear_diffbyola.tasks.cache import cache_file, cached_arrays
+
+    key = {"embedder": "m", "build_id": "b1", "norm": {"mean": -5.0, "std": 4.0}}
+    arrays = {"train/mix": np.arange(6, dtype=np.float32).reshape(2, 3), "names": np.array(["a", "b"])}
+    path = cache_file(tmp_path, "my model!", key)
+    assert path.parent == tmp_path and path.name.startswith("my_model_-") and path.suffix == ".npz"
+    assert cache_file(tmp_path, "my model!", dict(reversed(list(key.items())))) == path  # key order is irrelevant
+    assert cache_file(tmp_path, "my model!", {**key, "norm": {"mean": -4.0, "std": 4.0}}) != path
+    compute, calls = counting(arrays)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a missing entry is no reason to warn
+        first = cached_arrays(path, key, compute)
+        second = cached_arrays(path, key, compute)
+    assert len(calls) == 1 and path.is_file() and not list(tmp_path.glob("*.tmp"))
+    for got in (first, second):
+        assert set(got) == set(arrays)
+        np.testing.assert_array_equal(got["train/mix"], arrays["train/mix"])
+        assert got["names"].tolist() == ["a", "b"]
+    with np.load(path, allow_pickle=False) as z:  # plain arrays: readable without pickle
+        assert z["train/mix"].dtype == np.float32
+    assert cached_arrays(None, key, compute) is not None and len(calls) == 2  # no path: no cache
+
+
+def test_cache_truncated_or_mismatched_file_is_reported_once_and_recomputed(tmp_path):
+    from hear_diffbyola.tasks.cache import CacheWarning, cache_file, cached_arrays, write_arrays
+
+    key = {"embedder": "m", "data": "d1"}
+    path = cache_file(tmp_path, "m", key)
+    good = {"x": np.ones((3, 2), np.float32)}
+    write_arrays(path, key, good)
+    path.write_bytes(path.read_bytes()[:40])  # truncated by a full disk or a killed copy
+    compute, calls = counting(good)
+    with pytest.warns(CacheWarning, match=rf"cache file {path} is unreadable") as rec:
+        out = cached_arrays(path, key, compute)
+    assert len(rec) == 1 and len(calls) == 1
+    np.testing.assert_array_equal(out["x"], good["x"])
+    assert cached_arrays(path, key, compute)["x"].shape == (3, 2) and len(calls) == 1  # rewritten, readable again
+
+    write_arrays(path, {"embedder": "other", "data": "d1"}, {"x": np.zeros((3, 2), np.float32)})  # wrong contents
+    with pytest.warns(CacheWarning, match=rf"cache file {path} was written for another embedder") as rec:
+        out = cached_arrays(path, key, compute)
+    assert len(rec) == 1 and len(calls) == 2
+    np.testing.assert_array_equal(out["x"], good["x"])
+    path.write_bytes(b"not an npz at all")
+    with pytest.warns(CacheWarning, match="unreadable"):
+        cached_arrays(path, key, compute)
+    with open(path, "wb") as fh:  # a lone .npy under the name (no key inside)
+        np.save(fh, np.zeros(3))
+    with pytest.warns(CacheWarning, match="unreadable"):
+        cached_arrays(path, key, compute)
+    assert len(calls) == 4
+    with pytest.raises(ValueError, match="reserved"):
+        write_arrays(path, key, {"__cache_key__": np.zeros(1)})

@@ -83,3 +83,72 @@ def test_bad_inputs_are_named():
         linear_eval(x, y, x[:, :2], y)
     with pytest.raises(ValueError, match="valid_fraction"):
         LinearEvalConfig(valid_fraction=1.0)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the shared early-stopping loop (tasks.early_stopping)
+
+def scripted(losses):
+    """A one-parameter model whose weight is set to the epoch number by each training epoch, and a
+    validation loss read from the script: the restored weight tells which epoch's state came back."""
+    import torch
+
+    model = torch.nn.Linear(1, 1, bias=False)
+    modes = []
+
+    def train_epoch(epoch):
+        modes.append(("train", model.training))
+        with torch.no_grad():
+            model.weight.fill_(float(epoch))
+        return 10.0 * epoch
+
+    def validate():
+        modes.append(("val", model.training))
+        return losses[int(model.weight.item()) - 1]
+
+    return model, train_epoch, validate, modes
+
+
+# (scripted validation losses, patience, max epochs, best epoch, epochs run), worked out by hand
+@pytest.mark.parametrize("losses,patience,max_epochs,best_epoch,epochs_run", [
+    ([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 3.0, 2.0, 1.0], 3, 9, 3, 6),  # epoch 7 equals the best: too late anyway
+    ([5.0, 4.0, 3.0, 3.5, 3.2, 2.9, 3.0, 2.0, 1.0], 3, 9, 9, 9),  # a new minimum at 6 resets the count
+    ([5.0, 4.0, 3.0, 3.0, 3.0, 2.0], 3, 6, 6, 6),                 # equal to the best is not better...
+    ([5.0, 4.0, 3.0, 3.0, 3.0, 3.0, 2.0], 3, 7, 3, 6),            # ...so three ties in a row stop it
+    ([1.0, 2.0, 3.0, 4.0, 5.0], 1, 5, 1, 2),                      # patience 1: stop at the first worse epoch
+    ([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 1.0], 0, 7, 7, 7),            # patience 0: run every epoch
+    ([3.0, 2.0, 1.0, 0.5], 10, 3, 3, 3),                          # max_epochs first
+    ([float("nan"), 2.0, 3.0, 1.5, 4.0, 4.0], 2, 6, 4, 6),        # NaN never counts as better
+])
+def test_early_stopping_stops_after_patience_and_restores_the_best_state(losses, patience, max_epochs, best_epoch,
+                                                                          epochs_run):
+    from hear_diffbyola.tasks.early_stopping import fit_early_stopping
+
+    model, train_epoch, validate, modes = scripted(losses)
+    fit = fit_early_stopping(model, train_epoch, validate, patience, max_epochs)
+    assert (fit.best_epoch, fit.epochs_run) == (best_epoch, epochs_run)
+    assert model.weight.item() == best_epoch and fit.best_state["weight"].item() == best_epoch  # that epoch's state
+    assert [r["epoch"] for r in fit.curve] == list(range(1, epochs_run + 1))
+    np.testing.assert_array_equal([r["val_loss"] for r in fit.curve], losses[:epochs_run])
+    assert [r["train_loss"] for r in fit.curve] == [10.0 * e for e in range(1, epochs_run + 1)]
+    assert fit.best == fit.curve[best_epoch - 1]
+    assert set(modes) == {("train", True), ("val", False)} and not model.training  # train mode only to train
+
+
+def test_early_stopping_with_metrics_and_a_custom_rank_and_a_never_finite_loss():
+    from hear_diffbyola.tasks import TaskError
+    from hear_diffbyola.tasks.early_stopping import fit_early_stopping
+
+    recall = [0.2, 0.5, 0.5, 0.4, 0.1]
+    nce = [3.0, 2.0, 1.5, 1.0, 0.5]
+    model, train_epoch, _, _ = scripted(nce)
+
+    def validate():
+        e = int(model.weight.item()) - 1
+        return {"val_recall": recall[e], "val_nce": nce[e]}
+
+    fit = fit_early_stopping(model, train_epoch, validate, 2, 5, rank=lambda r: (-r["val_recall"], r["val_nce"]))
+    assert fit.best_epoch == 3 and fit.epochs_run == 5 and fit.best["val_recall"] == 0.5  # tie on recall: lower NCE
+    model, train_epoch, _, _ = scripted([float("nan")] * 4)
+    with pytest.raises(TaskError, match="never finite in 2 epoch"):
+        fit_early_stopping(model, train_epoch, lambda: float("nan"), 2, 4)

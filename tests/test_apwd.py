@@ -20,8 +20,8 @@ from hear_diffbyola.tasks.apwd.dataset import read_pairs, scene_dirs
 from hear_diffbyola.tasks.apwd.embeddings import embed_files
 from hear_diffbyola.tasks.apwd.evaluate import make_queryset, markdown_table
 from hear_diffbyola.tasks.apwd.jams_io import Source, read_jams, write_jams
-from hear_diffbyola.tasks.apwd.retrieval import (RetrievalConfig, _ranks_and_nce, evaluate, recall_at_k, target_rank,
-                                                  train_retrieval)
+from hear_diffbyola.tasks.apwd.retrieval import (QuerySet, RetrievalConfig, _ranks_and_nce, evaluate, recall_at_k,
+                                                  target_rank, train_retrieval)
 from hear_diffbyola.tasks.apwd.text import HashTextEncoder, make_text_encoder
 from hear_diffbyola.tasks.apwd.vocab import APwDError, modifier_text
 from hear_diffbyola.tasks.embedders import hear_module
@@ -403,16 +403,65 @@ def test_training_is_reproducible_and_keeps_the_best_validation_epoch():
     dev, _ = difference_problem(12, seed=3)
     train, val = dev.split(0.2, torch.Generator().manual_seed(1))
     assert not set(train.group.tolist()) & set(val.group.tolist())
-    config = RetrievalConfig(epochs=6, patience=0, joint_dim=16, adapter_hidden=32, batch_size=32)
+    config = RetrievalConfig(epochs=6, patience=0, joint_dim=16, adapter_hidden=32, batch_size=32, select="val-recall")
     m1, h1 = train_retrieval(train, val, config, seed=5)
     m2, h2 = train_retrieval(train, val, config, seed=5)
-    assert h1["history"] == h2["history"]
+    assert h1["history"] == h2["history"] and h1["selected_by"] == "val-recall"
     best = max(h1["history"], key=lambda r: (r["val_recall"], -r["val_nce"]))
     assert h1["best_epoch"] == best["epoch"] and h1["best_val_recall"] == best["val_recall"]
     torch.testing.assert_close(m1.similarity(val), m2.similarity(val))
     # ranks computed a chunk of queries at a time equal those of the whole similarity matrix
     ranks, _ = _ranks_and_nce(m1, dev, chunk=7)
     assert torch.equal(ranks, target_rank(m1.similarity(dev), dev.target, dev.query))
+
+
+def reference_val_loss(model, val: QuerySet) -> float:
+    """The training loss on the whole validation set, from the model's parts: InfoNCE of every query
+    against every validation clip but its own, + cls_weight * BCE of the classifier on query and target clips."""
+    sim = model.similarity(val)                                        # (Q, C)
+    sim[torch.arange(len(val)), val.query] = float("-inf")
+    nce = torch.nn.functional.cross_entropy(sim / model.config.temperature, val.target)
+    clips = torch.cat([val.query, val.target])
+    with torch.no_grad():
+        logits = model.classifier(model.audio(val.clips[clips]))
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, val.labels[clips])
+    return float(nce + model.config.cls_weight * bce)
+
+
+def test_default_selection_keeps_the_epoch_of_smallest_validation_loss_and_the_option_switches_it():
+    dev, _ = difference_problem(8, seed=3)
+    train, val = dev.split(0.25, torch.Generator().manual_seed(1))
+    base = dict(epochs=40, patience=0, joint_dim=16, adapter_hidden=32, batch_size=32)
+    assert RetrievalConfig().select == "val-loss"
+    model, hist = train_retrieval(train, val, RetrievalConfig(**base), seed=5)
+    losses = np.array([r["val_loss"] for r in hist["history"]])
+    assert hist["selected_by"] == "val-loss" and len(losses) == 40
+    assert hist["best_epoch"] == int(np.argmin(losses)) + 1 and hist["best_val_loss"] == losses.min()
+    # the model handed back is that epoch's: its validation loss, recomputed from its parts, is the recorded minimum
+    assert reference_val_loss(model, val) == pytest.approx(losses.min(), rel=1e-5)
+    assert hist["history"][0]["val_loss"] > hist["history"][0]["val_nce"]  # the classifier term is in it
+
+    by_recall, hist_r = train_retrieval(train, val, RetrievalConfig(**base, select="val-recall"), seed=5)
+    recall = [(r["val_recall"], -r["val_nce"]) for r in hist_r["history"]]
+    assert hist_r["best_epoch"] == recall.index(max(recall)) + 1 and hist_r["selected_by"] == "val-recall"
+    assert [r["val_loss"] for r in hist_r["history"]] == losses.tolist()  # the same run, another epoch kept
+    assert hist_r["best_epoch"] != hist["best_epoch"]  # on this problem the two criteria disagree
+    assert reference_val_loss(by_recall, val) == pytest.approx(losses[hist_r["best_epoch"] - 1], rel=1e-5)
+    # early stopping follows the selected criterion: patience counts epochs without a smaller validation loss
+    _, stopped = train_retrieval(train, val, RetrievalConfig(**{**base, "patience": 3}), seed=5)
+    curve = [r["val_loss"] for r in stopped["history"]]
+    assert curve == losses[:len(curve)].tolist()
+    assert len(curve) < 40 and len(curve) == stopped["best_epoch"] + 3  # it did stop early, 3 epochs after the best
+    assert stopped["best_epoch"] == int(np.argmin(curve)) + 1 and min(curve[-3:]) >= min(curve)
+    with pytest.raises(APwDError, match="select in"):
+        RetrievalConfig(select="test-recall")
+
+
+def test_event_vocabulary_comes_from_dev_and_unknown_test_events_get_no_column():
+    texts = ["add a dog barking"]
+    qs = make_queryset(torch.zeros(2, 4), [("dog",), ("thunder",)], [(0, texts[0], 1, 0)], ("dog",), texts,
+                       torch.zeros(1, 3))
+    assert qs.labels.tolist() == [[1.0], [0.0]]  # 'thunder' never occurs in training: no classifier output
 
 
 def test_hear_module_embeddings_are_cached_by_model_and_data(tmp_path, fake_hear):
@@ -435,7 +484,56 @@ def test_hear_module_embeddings_are_cached_by_model_and_data(tmp_path, fake_hear
     (tmp_path / "model.bin").write_bytes(b"other weights")  # another model, same data: recomputed, own entry
     embed_files(hear_module("fake_hear_mod", tmp_path / "model.bin"), files, tmp_path / "cache", batch_size=2,
                 progress=False)
-    assert len(fake_hear.calls) == 6 and len(list((tmp_path / "cache").glob("*.npy"))) == 3
+    assert len(fake_hear.calls) == 6 and len(list((tmp_path / "cache").glob("*.npz"))) == 3
+
+
+# ----------------------------------------------------------------------------------------------------------
+# log-mel normalisation with the scene's dev audio
+
+def test_eval_normalises_with_dev_audio_only_and_records_norm_and_selection(tmp_path, capsys):
+    from hear_diffbyola.tasks.apwd.evaluate import evaluate_apwd
+    from hear_diffbyola.tasks.embedders import ours
+    from hear_diffbyola.weights import load_pretrained
+    from test_embedders import numpy_logmel_stats, tiny_weights
+
+    weights = tiny_weights(tmp_path / "tiny.safetensors")
+    cfg = BuildConfig.synthetic(n_dev=6, n_eval=3, duration=1.0, onset_max=0.5, bg_offset_max=0.5)
+    build(tmp_path / "data", ["rain"], cfg, synthetic=True, progress=False)
+    scene = tmp_path / "data" / "apwd_rain_sc"
+    dev_wavs = [w for p in read_pairs(scene, "dev") for w in (p.wav1, p.wav2)]
+    mean, std = numpy_logmel_stats(load_pretrained(weights), [sf.read(w, dtype="float32")[0] for w in dev_wavs])
+    config = RetrievalConfig(epochs=2, patience=0, joint_dim=8, adapter_hidden=8, batch_size=4)
+    res = evaluate_apwd(tmp_path / "data", ours(weights), HashTextEncoder(), seeds=(0,), config=config,
+                        cache_dir=tmp_path / "cache", progress=False)
+    norm = res["scenes"]["rain"]["norm"]
+    assert res["norm"] == "task" and norm["source"] == "task-train" and norm["clips"] == 12
+    assert norm["mean"] == pytest.approx(mean, rel=1e-6) and norm["std"] == pytest.approx(std, rel=1e-6)
+    assert res["scenes"]["rain"]["model_identity"] == ours(weights, norm_mean=norm["mean"], norm_std=norm["std"]).identity
+    assert res["config"]["select"] == "val-loss" and res["scenes"]["rain"]["runs"][0]["selected_by"] == "val-loss"
+    assert "checkpoint by val-loss; log-mel normalisation rain: task training audio" in markdown_table([res])
+    entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(entries) == 3 and sum(e.startswith("norm-") for e in entries) == 1  # stats + dev + eval embeddings
+
+    # eval audio rewritten: the statistics do not move (fresh cache, so they are really recomputed)
+    for p in read_pairs(scene, "eval"):
+        sf.write(p.wav1, np.random.default_rng(0).normal(0, 0.5, 16000).astype(np.float32), 16000)
+    again = evaluate_apwd(tmp_path / "data", ours(weights), HashTextEncoder(), seeds=(0,), config=config,
+                          cache_dir=tmp_path / "cache2", progress=False)
+    assert again["scenes"]["rain"]["norm"] == norm
+
+    # the CLI: --norm weights keeps the file's statistics (own cache entries); --select val-recall is recorded
+    args = ["apwd", "eval", "--model", str(weights), "--data", str(tmp_path / "data"), "--text-encoder", "hash",
+            "--seeds", "0", "--epochs", "2", "--patience", "0", "--joint-dim", "8", "--adapter-hidden", "8",
+            "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--out", str(tmp_path / "r")]
+    assert main(args + ["--norm", "weights", "--select", "val-recall"]) == 0
+    plain = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert plain["norm"] == "weights" and plain["config"]["select"] == "val-recall"
+    assert plain["scenes"]["rain"]["norm"] == {"requested": "weights", "source": "weights", "mean": -6.0, "std": 5.0,
+                                               "clips": 0}
+    assert plain["scenes"]["rain"]["model_identity"] == ours(weights).identity
+    assert plain["scenes"]["rain"]["runs"][0]["selected_by"] == "val-recall"
+    assert len(list((tmp_path / "cache").iterdir())) == 5  # two more embedding entries, no stats
+    capsys.readouterr()
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -477,7 +575,7 @@ def test_synthetic_apwd_end_to_end_with_a_tiny_pretrained_model(tmp_path, capsys
     assert table == markdown_table([res]) and "tiny | hash |" in table
     # a second evaluation reads the cached embeddings and, with the same seeds, reproduces the numbers
     cached = sorted((tmp_path / "cache").iterdir())
-    assert len(cached) == 4
+    assert len(cached) == 6  # per scene: dev and eval embeddings, and the dev audio's log-mel statistics
     stamps = [p.stat().st_mtime_ns for p in cached]
     assert main(args + ["--out", str(tmp_path / "res2")]) == 0
     assert [p.stat().st_mtime_ns for p in sorted((tmp_path / "cache").iterdir())] == stamps

@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     try:
         config = RetrievalConfig(**{k: getattr(args, k) for k in (
             "joint_dim", "adapter_hidden", "dropout", "temperature", "cls_weight", "lr", "batch_size", "epochs",
-            "patience", "val_fraction") if getattr(args, k) is not None}, use_text=not args.no_text)
+            "patience", "val_fraction", "select") if getattr(args, k) is not None}, use_text=not args.no_text)
         name = args.text_encoder or default_text_encoder()
         if args.text_encoder is None and name == "hash":
             print("[hear-diffbyola] minilm text encoder not installed; using 'hash' "
@@ -58,7 +58,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         text = make_text_encoder(name, args.text_model, args.device)
         audio = make_embedder(args.model, args.hear_module, args.device)
         result = evaluate_apwd(args.data, audio, text, args.scene, args.seeds, config,
-                               None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress)
+                               None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress,
+                               norm=args.norm)
         out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
         js, md = write_results(result, out)
     except (TaskError, WeightsError) as e:  # TaskError: APwDError and the embedders' errors
@@ -128,6 +129,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                       ("val-fraction", float)):
         rs.add_argument(f"--{flag}", type=typ)
     rs.add_argument("--no-text", action="store_true", help="audio-only ablation: ignore the modifier")
+    rs.add_argument("--select", choices=("val-loss", "val-recall"),
+                    help="epoch kept: smallest validation loss (default, as in the paper) or best validation mean R@K")
+    e.add_argument("--norm", choices=("task", "weights"), default="task",
+                   help="log-mel normalisation of our weights: 'task' (default; mean/std of each scene's dev audio, as "
+                        "BYOL-A evaluates) or 'weights' (the file's pretraining statistics). A --hear-module "
+                        "normalises its own input.")
     e.set_defaults(func=cmd_eval)
 
     t = apsub.add_parser("table", help="one markdown table (paper Table 2 layout) from several results.json")

@@ -1,26 +1,26 @@
 """Frozen clip embeddings of APwD audio, cached on disk.
 
 The embedding itself is ``tasks.embedders`` (our weights or any HEAR module, one ``Embedder`` for every
-task). What is APwD's own is the cache: one ``.npy`` per (model, list of clips), keyed by a hash of
-``Embedder.identity`` and of the data (every clip's path, size and mtime), so an evaluation repeated with
-the same model and folder loads the embeddings instead of recomputing them, and any change to either
-recomputes.
+task) and the cache is ``tasks.cache`` (one for every task): one ``.npz`` per (model, normalisation,
+list of clips), keyed on ``Embedder.identity``, the norm stats it applies and the data (every clip's
+path, size and mtime), so an evaluation repeated with the same model and folder loads the embeddings
+instead of recomputing them, and any change to either recomputes.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
-import numpy as np
 import torch
 
-from hear_diffbyola.weights import atomic_write
-
+from ..cache import cache_file, cached_arrays
 from ..embedders import Embedder, embed_audio_files
 
 __all__ = ["data_key", "embed_files"]
+
+CACHE_FORMAT = "hear-diffbyola/apwd-embeddings/2"
 
 
 def data_key(paths: Sequence[Path]) -> str:
@@ -38,19 +38,14 @@ def embed_files(embedder: Embedder, paths: Sequence[Path], cache_dir: str | Path
     from tqdm import tqdm
 
     paths = [Path(p) for p in paths]
-    cache = None
+
+    def compute() -> dict:
+        with tqdm(total=len(paths), desc=desc, disable=not progress, unit="clip") as bar:
+            return {"embeddings": embed_audio_files(embedder, paths, batch_size, bar, "re-render the pair or remove it")}
+
+    path = None
+    key = {"format": CACHE_FORMAT, "embedder": embedder.identity, "norm": embedder.norm.cache_key()}
     if cache_dir is not None:
-        key = hashlib.sha256(f"{embedder.identity}\n{data_key(paths)}".encode()).hexdigest()[:24]
-        cache = Path(cache_dir) / f"{key}.npy"
-        if cache.is_file():
-            emb = np.load(cache, allow_pickle=False)
-            if emb.shape[0] == len(paths):
-                return torch.from_numpy(emb)
-    with tqdm(total=len(paths), desc=desc, disable=not progress, unit="clip") as bar:
-        emb = embed_audio_files(embedder, paths, batch_size, bar, "re-render the pair or remove it")
-    if cache is not None:
-        def save(tmp: str) -> None:
-            with open(tmp, "wb") as fh:
-                np.save(fh, emb, allow_pickle=False)
-        atomic_write(cache, save)
-    return torch.from_numpy(emb)
+        key["data"] = data_key(paths)
+        path = cache_file(cache_dir, embedder.name, key)
+    return torch.from_numpy(cached_arrays(path, key, compute)["embeddings"])

@@ -7,6 +7,12 @@ Each pair gives two queries, (s1, "remove ...") -> s2 and (s2, "add ...") -> s1;
 also has R@K per direction ('remove', 'add'). Seed s draws the validation pairs (``val_fraction`` of dev), the
 initialisation and the batch order; the test split is the same for every seed. std is the sample
 standard deviation over seeds (0 for one seed).
+
+Nothing is learnt or chosen from the test split: the event vocabulary (the classifier's outputs) comes
+from dev, the kept epoch from the validation pairs (``RetrievalConfig.select``: smallest validation loss
+by default, as in the paper), and our model's log-mels are normalised with the statistics of the scene's
+dev audio (``norm="task"``, BYOL-A's evaluation) unless ``norm="weights"`` keeps the weights file's. The
+JSON records, per scene, the statistics applied (``"norm"``) and per run the selection and epoch kept.
 """
 from __future__ import annotations
 
@@ -17,9 +23,9 @@ from typing import Any, Sequence
 
 import torch
 
-from ..embedders import Embedder
+from ..embedders import Embedder, describe_norm, norm_record, task_normalised
 from .dataset import Pair, event_vocabulary, read_pairs, scene_dirs
-from .embeddings import embed_files
+from .embeddings import data_key, embed_files
 from .retrieval import KS, QuerySet, RetrievalConfig, query_ranks, recalls, train_retrieval
 from .text import TextEncoder
 from .vocab import APwDError
@@ -37,12 +43,14 @@ def pair_queries(pairs: Sequence[Pair]) -> tuple[list[Path], list[tuple[str, ...
 
 def make_queryset(clip_emb: torch.Tensor, clip_labels: Sequence[Sequence[str]], queries: Sequence[tuple[int, str, int, int]],
                   vocab: Sequence[str], texts: Sequence[str], text_emb: torch.Tensor) -> QuerySet:
-    """Tensors for the retrieval system; ``texts``/``text_emb`` must hold every query's modifier."""
+    """Tensors for the retrieval system; ``texts``/``text_emb`` must hold every query's modifier. Events not
+    in ``vocab`` (the training events) get no column: the classifier has no output for them."""
     col = {x: j for j, x in enumerate(vocab)}
     multi_hot = torch.zeros(len(clip_labels), len(vocab))
     for i, labs in enumerate(clip_labels):
         for x in labs:
-            multi_hot[i, col[x]] = 1.0
+            if x in col:
+                multi_hot[i, col[x]] = 1.0
     row = {t: j for j, t in enumerate(texts)}
     def column(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)
@@ -58,11 +66,15 @@ def summarise(values: Sequence[float]) -> dict[str, Any]:
 
 
 def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder: TextEncoder,
-                   config: RetrievalConfig, seeds: Sequence[int], cache_dir: str | Path | None, progress: bool) -> dict[str, Any]:
+                   config: RetrievalConfig, seeds: Sequence[int], cache_dir: str | Path | None, progress: bool,
+                   norm: str = "task") -> dict[str, Any]:
     dev, test = read_pairs(scene_dir, "dev"), read_pairs(scene_dir, "eval")
-    vocab = event_vocabulary(list(dev) + list(test))
+    vocab = event_vocabulary(list(dev))  # training events only: the test split never shapes the model
     wav_d, lab_d, q_d = pair_queries(dev)
     wav_t, lab_t, q_t = pair_queries(test)
+    embedder = task_normalised(embedder, wav_d, norm, cache_dir=cache_dir,
+                               data_id=f"apwd:{data_key(wav_d)}" if cache_dir is not None else None,
+                               damaged_hint="re-render the pair or remove it", progress=progress)
     emb_d = embed_files(embedder, wav_d, cache_dir, progress=progress, desc=f"{scene}/dev embeddings")
     emb_t = embed_files(embedder, wav_t, cache_dir, progress=progress, desc=f"{scene}/eval embeddings")
     texts = sorted({x[1] for x in q_d + q_t})
@@ -75,7 +87,8 @@ def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder
         model, hist = train_retrieval(train, val, config, seed, progress, desc=f"{scene} seed {seed}")
         rank = query_ranks(model, test_qs)  # queries alternate: (s1, remove) -> s2, (s2, add) -> s1
         runs.append({"seed": seed, **recalls(rank), "remove": recalls(rank[0::2]), "add": recalls(rank[1::2]),
-                     "best_epoch": hist["best_epoch"], "epochs_run": hist["epochs_run"],
+                     "selected_by": hist["selected_by"], "best_epoch": hist["best_epoch"],
+                     "epochs_run": hist["epochs_run"], "best_val_loss": hist["best_val_loss"],
                      "best_val_recall": hist["best_val_recall"]})
     n_gallery = test_qs.clips.shape[0] - 1
     return {"metrics": {f"R@{k}": summarise([r[f"R@{k}"] for r in runs]) for k in KS},
@@ -83,13 +96,15 @@ def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder
                              for d in ("remove", "add")}, "runs": runs,
             "chance": {f"R@{k}": min(1.0, k / n_gallery) for k in KS}, "events": list(vocab),
             "n_pairs": {"dev": len(dev), "eval": len(test)}, "n_queries": {"train+val": len(dev_qs), "test": len(test_qs)},
-            "n_texts": len(texts), "example_texts": [q_t[0][1], q_t[1][1]]}
+            "n_texts": len(texts), "example_texts": [q_t[0][1], q_t[1][1]],
+            "norm": norm_record(embedder, norm), "model_identity": embedder.identity}
 
 
 def evaluate_apwd(data: str | Path, embedder: Embedder, text_encoder: TextEncoder, scenes: Sequence[str] | None = None,
                   seeds: Sequence[int] = (0, 1, 2), config: RetrievalConfig = RetrievalConfig(),
-                  cache_dir: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """R@1/5/10 per scene, mean +- std over ``seeds``, for one audio encoder and one text encoder."""
+                  cache_dir: str | Path | None = None, progress: bool = True, norm: str = "task") -> dict[str, Any]:
+    """R@1/5/10 per scene, mean +- std over ``seeds``, for one audio encoder and one text encoder.
+    ``norm``: "task" (our model normalised with each scene's dev-audio statistics) or "weights"."""
     found = scene_dirs(data)
     wanted = list(scenes) if scenes else sorted(found)
     missing = [s for s in wanted if s not in found]
@@ -99,8 +114,9 @@ def evaluate_apwd(data: str | Path, embedder: Embedder, text_encoder: TextEncode
         raise APwDError("need at least one seed")
     return {"format": "hear-diffbyola/apwd-results/1", "model": embedder.name, "model_identity": embedder.identity,
             "text_encoder": text_encoder.name, "text_encoder_identity": text_encoder.identity, "data": str(data),
-            "seeds": list(seeds), "config": config.to_dict(),
-            "scenes": {s: evaluate_scene(found[s], s, embedder, text_encoder, config, seeds, cache_dir, progress) for s in wanted}}
+            "seeds": list(seeds), "config": config.to_dict(), "norm": norm,
+            "scenes": {s: evaluate_scene(found[s], s, embedder, text_encoder, config, seeds, cache_dir, progress, norm)
+                       for s in wanted}}
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
@@ -120,7 +136,13 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
     chance = [f"{100 * results[0]['scenes'][s]['chance'][f'R@{k}']:.1f}" if s in results[0]["scenes"] else "–"
               for s in scenes for k in KS] if results else []
     lines.append("| chance | – | " + " | ".join(chance) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [""]
+    for r in results:
+        norms = "; ".join(f"{s}: {describe_norm(sc['norm'])}" for s, sc in sorted(r["scenes"].items()) if "norm" in sc)
+        select = r["config"].get("select")
+        if norms or select:
+            notes.append(f"{r['model']}: checkpoint by {select or 'val-recall'}" + (f"; log-mel normalisation {norms}" if norms else ""))
+    return "\n".join(lines) + "\n" + ("\n".join(notes) + "\n" if len(notes) > 1 else "")
 
 
 def write_results(result: dict[str, Any], out_dir: str | Path) -> tuple[Path, Path]:

@@ -13,9 +13,17 @@ Trainable parts (sizes are ours; the paper does not give them):
 Loss = InfoNCE over the batch (query i against the batch's targets, temperature ``temperature``) +
 ``cls_weight`` * BCE of the multi-label event classifier on query and target clips. In-batch columns
 that are the query's own clip, or the same clip as its target, are masked out (never false negatives).
-Adam (``lr``), ``epochs`` epochs at most; after every epoch the model is scored on the validation set
-(mean of R@1/5/10, ties broken by the validation InfoNCE over the whole validation gallery) and the
-best epoch is kept; training stops after ``patience`` epochs without improvement (0 = never).
+Adam (``lr``), ``epochs`` epochs at most; after every epoch the model is scored on the validation set and
+the best epoch is kept (``tasks.early_stopping``, the loop the linear evaluation uses too); training stops
+after ``patience`` epochs without improvement (0 = never). ``select`` says what "best" is:
+
+* ``"val-loss"`` (default; the paper keeps "the model with the smallest validation loss"): the training
+  loss on the validation set, with every validation clip as a candidate target: InfoNCE of each query
+  against the whole validation gallery (its own clip left out) + ``cls_weight`` * BCE of the event
+  classifier on the query and target clips;
+* ``"val-recall"``: the mean of R@1/5/10 on validation, ties broken by the validation InfoNCE.
+
+Nothing is chosen on the test split: sizes are settings, and the selection sees validation only.
 
 Evaluation ranks, for every query, all clips of the split except the query clip itself (APwD test:
 2 x 1,000 queries against 1,999 clips). Ties count against the target (pessimistic rank).
@@ -23,18 +31,18 @@ Evaluation ranks, for every query, all clips of the split except the query clip 
 from __future__ import annotations
 
 import contextlib
-import copy
-import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..early_stopping import fit_early_stopping
 from .vocab import APwDError
 
 KS = (1, 5, 10)
+SELECTIONS = ("val-loss", "val-recall")  # how the kept epoch is chosen; see the module docstring
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,7 @@ class RetrievalConfig:
     val_fraction: float = 0.1
     use_text: bool = True   # False: the audio-only ablation (the modifier is ignored)
     threads: int = 1        # torch threads while training: see torch_threads()
+    select: str = "val-loss"  # epoch kept: smallest validation loss, or best validation mean R@K (SELECTIONS)
 
     def __post_init__(self) -> None:
         checks = [(self.joint_dim > 0, "joint_dim > 0"), (self.adapter_hidden > 0, "adapter_hidden > 0"),
@@ -58,7 +67,8 @@ class RetrievalConfig:
                   (self.cls_weight >= 0, "cls_weight >= 0"), (self.lr > 0, "lr > 0"),
                   (self.batch_size >= 2, "batch_size >= 2"), (self.epochs >= 1, "epochs >= 1"),
                   (self.patience >= 0, "patience >= 0"), (0.0 < self.val_fraction < 1.0, "0 < val_fraction < 1"),
-                  (self.threads >= 1, "threads >= 1")]
+                  (self.threads >= 1, "threads >= 1"),
+                  (self.select in SELECTIONS, f"select in {SELECTIONS}")]
         bad = [what for ok, what in checks if not ok]
         if bad:
             raise APwDError(f"retrieval settings: need {', '.join(bad)} (got {asdict(self)})")
@@ -239,10 +249,32 @@ def evaluate(model: RetrievalModel, qs: QuerySet, ks: Sequence[int] = KS) -> dic
 
 
 @torch.no_grad()
-def _val_score(model: RetrievalModel, val: QuerySet) -> tuple[float, float]:
-    """(mean R@1/5/10, mean InfoNCE of each query against the whole validation gallery)."""
+def _classifier_bce(model: RetrievalModel, qs: QuerySet) -> torch.Tensor:
+    """The loss's event-classification term over every query's query and target clip (0 without labels)."""
+    if model.config.cls_weight == 0 or qs.labels.shape[1] == 0 or len(qs) == 0:
+        return torch.zeros(())
+    clips = torch.cat([qs.query, qs.target])
+    return F.binary_cross_entropy_with_logits(model.classifier(model.audio(qs.clips[clips])), qs.labels[clips])
+
+
+@torch.no_grad()
+def validation_metrics(model: RetrievalModel, val: QuerySet) -> dict[str, float]:
+    """{"val_recall": mean R@1/5/10, "val_nce": mean InfoNCE of each query against the whole validation
+    gallery, "val_loss": val_nce + cls_weight * the classifier's BCE}: the training loss with every
+    validation clip as a candidate instead of a batch's."""
     rank, nce = _ranks_and_nce(model, val)
-    return sum(recalls(rank).values()) / len(KS), float(nce.mean())
+    val_nce = float(nce.mean())
+    return {"val_recall": sum(recalls(rank).values()) / len(KS), "val_nce": val_nce,
+            "val_loss": val_nce + model.config.cls_weight * float(_classifier_bce(model, val))}
+
+
+def selection_rank(select: str) -> Callable[[Mapping[str, float]], Any]:
+    """What the early-stopping loop minimises for ``select``: the validation loss, or (-mean R@K, InfoNCE)."""
+    if select == "val-loss":
+        return lambda r: r["val_loss"]
+    if select == "val-recall":
+        return lambda r: (-r["val_recall"], r["val_nce"])
+    raise APwDError(f"unknown checkpoint selection {select!r}; choose one of {', '.join(SELECTIONS)}")
 
 
 @contextlib.contextmanager
@@ -272,16 +304,11 @@ def train_retrieval(train: QuerySet, val: QuerySet, config: RetrievalConfig, see
 
 def _fit(model: RetrievalModel, train: QuerySet, val: QuerySet, config: RetrievalConfig, seed: int, progress: bool,
          desc: str) -> tuple[RetrievalModel, dict[str, Any]]:
-    from tqdm import tqdm
-
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
-    best: tuple[float, float] = (-math.inf, math.inf)
-    best_state, best_epoch, history = copy.deepcopy(model.state_dict()), 0, []
     n = len(train)
-    bar = tqdm(range(config.epochs), desc=desc, disable=not progress, leave=False, unit="epoch")
-    for epoch in bar:
-        model.train()
+
+    def train_epoch(epoch: int) -> float:
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n, config.batch_size):
@@ -293,13 +320,10 @@ def _fit(model: RetrievalModel, train: QuerySet, val: QuerySet, config: Retrieva
             loss.backward()
             opt.step()
             total += float(loss.detach()) * len(idx)
-        score, nce = _val_score(model, val)
-        history.append({"epoch": epoch + 1, "train_loss": total / n, "val_recall": score, "val_nce": nce})
-        if score > best[0] or (score == best[0] and nce < best[1]):
-            best, best_epoch, best_state = (score, nce), epoch + 1, copy.deepcopy(model.state_dict())
-        elif config.patience and epoch + 1 - best_epoch >= config.patience:
-            break
-        bar.set_postfix(loss=f"{total / n:.3f}", val=f"{score:.3f}", best=best_epoch)
-    model.load_state_dict(best_state)
-    model.eval()
-    return model, {"best_epoch": best_epoch, "epochs_run": len(history), "best_val_recall": best[0], "history": history}
+        return total / n
+
+    fit = fit_early_stopping(model, train_epoch, lambda: validation_metrics(model, val), config.patience,
+                             config.epochs, rank=selection_rank(config.select), progress=progress, desc=desc)
+    best = fit.best
+    return model, {"selected_by": config.select, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
+                   "best_val_loss": best["val_loss"], "best_val_recall": best["val_recall"], "history": fit.curve}

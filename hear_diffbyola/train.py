@@ -282,144 +282,224 @@ def training_step(parts: StepParts, wave: torch.Tensor) -> dict[str, torch.Tenso
     return terms
 
 
+@dataclass
+class Run:
+    """Where a run is and who it is: the folder, this process's place in it, and what it resumes from."""
+
+    out: Path
+    config: PretrainConfig
+    device: torch.device
+    rank: int = 0
+    world: int = 1
+    ckpt: dict[str, Any] | None = None
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+
 def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, rank: int, world: int,
               device: torch.device) -> dict[str, Any]:
-    distributed = world > 1
-    is_main = rank == 0
-    ckpt_path = out / CHECKPOINT
-    ckpt = None
+    """The recipe, one named step per line (BYOL-A's train.py order: data, norm stats, model, fit, save)."""
+    run = open_run(Run(out, config, device, rank, world), resume)
+    source = open_source(run)
+    norm = norm_stats(run, source)
+    parts = build_step_parts(run.config, norm, device, rank)
+    start, wall_before = restore_state(run, parts)
+    if run.distributed:
+        parts.model = torch.nn.parallel.DistributedDataParallel(
+            parts.learner, device_ids=[device.index] if device.type == "cuda" else None)
+    steps = total_steps(run.config, len(source))
+    loader = make_loader(run, source, start, steps)
+    log = MetricsLog(run, start)
+    save = Checkpointer(run, parts, norm, source)
+    step, wall = fit(run, parts, loader, start, steps, wall_before, log, save, progress)
+    return finish(run, parts, step, wall, norm, log.last)
+
+
+def open_run(run: Run, resume: bool) -> Run:
+    """Resume from the run's checkpoint (its config rules) or refuse to overwrite one."""
+    ckpt_path = run.out / CHECKPOINT
     if resume:
-        ckpt = load_checkpoint(ckpt_path)
-        config = check_resume_config(PretrainConfig.from_dict(ckpt["config"]), config)
+        run.ckpt = load_checkpoint(ckpt_path)
+        run.config = check_resume_config(PretrainConfig.from_dict(run.ckpt["config"]), run.config)
     elif ckpt_path.exists():
-        raise TrainingError(f"{out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
+        raise TrainingError(f"{run.out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
                             "or choose another --out")
-    t = config.train
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    if run.device.type == "cuda":
+        torch.cuda.set_device(run.device)
     else:
         tune_cpu_allocator()
+    return run
 
-    source = open_corpus(t.corpus, config.frontend.sample_rate, embedded_size=t.embedded_size,
+
+def open_source(run: Run) -> ClipSource:
+    """The corpus; rank 0 writes config.yaml and the list of unreadable files."""
+    t = run.config.train
+    source = open_corpus(t.corpus, run.config.frontend.sample_rate, embedded_size=t.embedded_size,
                          embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
-    steps = total_steps(config, len(source))
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "config.yaml").write_text(config.to_yaml())
+    if run.is_main:
+        run.out.mkdir(parents=True, exist_ok=True)
+        (run.out / "config.yaml").write_text(run.config.to_yaml())
         bad = getattr(source, "bad", [])
         if bad:
-            (out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad))
-            print(f"[hear-diffbyola] {len(bad)} unreadable corpus files left out, listed in {out / 'bad_files.txt'}")
+            (run.out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad))
+            print(f"[hear-diffbyola] {len(bad)} unreadable corpus files left out, listed in {run.out / 'bad_files.txt'}")
         print(f"[hear-diffbyola] corpus: {source.describe()}")
+    return source
 
-    # Norm stats: computed once (rank 0) before training, then carried by the checkpoint.
-    if ckpt is not None:
-        norm = (float(ckpt["norm"]["mean"]), float(ckpt["norm"]["std"]))
-    else:
-        norm = compute_norm_stats(source, config, device) if is_main else (0.0, 1.0)
-        if distributed:
-            box = [norm]
-            dist.broadcast_object_list(box, src=0)
-            norm = box[0]
 
-    parts = build_step_parts(config, norm, device, rank)
-    learner, optimizer, augmenter, aug_gen = parts.learner, parts.optimizer, parts.augmenter, parts.aug_gen
-    start, wall_before = 0, 0.0
-    if ckpt is not None:
-        learner.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        start, wall_before = int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
-        rank_states = ckpt["rank_states"]
-        if rank < len(rank_states):
-            rs = rank_states[rank]
-            augmenter.mixup.set_state(rs["mixup"], device)
-            aug_gen.set_state(rs["aug_rng"])
-            torch.set_rng_state(rs["torch_rng"])
-            if device.type == "cuda" and rs.get("cuda_rng") is not None:
-                torch.cuda.set_rng_state(rs["cuda_rng"], device)
-        elif is_main:
-            print(f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {world} processes: "
-                  "extra ranks start with a fresh Mixup memory")
-    if distributed:
-        parts.model = torch.nn.parallel.DistributedDataParallel(
-            learner, device_ids=[device.index] if device.type == "cuda" else None)
+def norm_stats(run: Run, source: ClipSource) -> tuple[float, float]:
+    """Pre-normalisation stats: computed once by rank 0 and broadcast, or carried by the checkpoint."""
+    if run.ckpt is not None:
+        return float(run.ckpt["norm"]["mean"]), float(run.ckpt["norm"]["std"])
+    norm = compute_norm_stats(source, run.config, run.device) if run.is_main else (0.0, 1.0)
+    if run.distributed:
+        box = [norm]
+        dist.broadcast_object_list(box, src=0)
+        norm = box[0]
+    return norm
 
+
+def restore_state(run: Run, parts: StepParts) -> tuple[int, float]:
+    """Weights, optimiser, Mixup memory and every RNG from the checkpoint: (start step, wall time so far)."""
+    if run.ckpt is None:
+        return 0, 0.0
+    ckpt = run.ckpt
+    parts.learner.load_state_dict(ckpt["model"])
+    parts.optimizer.load_state_dict(ckpt["optimizer"])
+    rank_states = ckpt["rank_states"]
+    if run.rank < len(rank_states):
+        rs = rank_states[run.rank]
+        parts.augmenter.mixup.set_state(rs["mixup"], run.device)
+        parts.aug_gen.set_state(rs["aug_rng"])
+        torch.set_rng_state(rs["torch_rng"])
+        if run.device.type == "cuda" and rs.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(rs["cuda_rng"], run.device)
+    elif run.is_main:
+        print(f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {run.world} processes: "
+              "extra ranks start with a fresh Mixup memory")
+    return int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
+
+
+def make_loader(run: Run, source: ClipSource, start: int, steps: int) -> torch.utils.data.DataLoader:
+    """Batches of random crops in a seeded order that a resumed run continues at ``start``."""
+    config, t = run.config, run.config.train
     n_samples = config.frontend.samples_for_frames(_crop_frames(config))
-    sampler = StepBatchSampler(len(source), t.batch_size, t.seed, start, steps, rank, world)
-    loader = torch.utils.data.DataLoader(
+    sampler = StepBatchSampler(len(source), t.batch_size, t.seed, start, steps, run.rank, run.world)
+    return torch.utils.data.DataLoader(
         CropDataset(source, n_samples, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
-        pin_memory=device.type == "cuda", generator=torch.Generator().manual_seed(t.seed),
+        pin_memory=run.device.type == "cuda", generator=torch.Generator().manual_seed(t.seed),
         persistent_workers=False)
 
-    metrics_csv = out / "metrics.csv"
-    if is_main:
-        write_metrics_header(metrics_csv, start if ckpt is not None else None)
-    hardware = hardware_description(device, world)
-    commit = git_commit()
 
-    def checkpoint(step: int, wall: float) -> None:
-        rs = {"mixup": augmenter.mixup.get_state(), "aug_rng": aug_gen.get_state(), "torch_rng": torch.get_rng_state(),
+class MetricsLog:
+    """Means of the loss terms over each ``log_every`` steps, appended to metrics.csv by rank 0."""
+
+    def __init__(self, run: Run, start: int) -> None:
+        self.run, self.path = run, run.out / "metrics.csv"
+        self.lam = run.config.learner.lam
+        if run.is_main:
+            write_metrics_header(self.path, start if run.ckpt is not None else None)
+        self.acc = torch.zeros(3, device=run.device)  # running sums of l_byol, l_diff, loss
+        self.n, self.clips, self.t0 = 0, 0, time.perf_counter()
+        self.last: dict[str, Any] = {}
+
+    def add(self, terms: dict[str, torch.Tensor], clips: int) -> None:
+        zero = torch.zeros((), device=self.run.device)
+        self.acc += torch.stack([terms["l_byol"], terms.get("l_diff", zero), terms["loss"].detach()])
+        self.n += 1
+        self.clips += clips
+
+    def write(self, step: int, lr: float) -> dict[str, Any]:
+        means = (self.acc / self.n).tolist()
+        if not all(math.isfinite(v) for v in means):
+            raise TrainingError(
+                f"loss became {means[2]} (l_byol={means[0]}, l_diff={means[1]}) by step {step}; stopped without "
+                f"saving. The last good checkpoint ({self.run.out / CHECKPOINT}, if any) is intact. Try a lower train.lr.")
+        now = time.perf_counter()
+        self.last = {"step": step, "l_byol": means[0], "l_diff": means[1] if self.lam > 0 else "", "loss": means[2],
+                     "lr": lr, "clips_per_s": self.clips / max(now - self.t0, 1e-9)}
+        if self.run.is_main:
+            with open(self.path, "a", newline="") as fh:
+                csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(self.last)
+        self.acc.zero_()
+        self.n, self.clips, self.t0 = 0, 0, now
+        return self.last
+
+
+class Checkpointer:
+    """Writes checkpoints/last.pt atomically: weights, optimiser, every rank's RNG and Mixup state, provenance."""
+
+    def __init__(self, run: Run, parts: StepParts, norm: tuple[float, float], source: ClipSource) -> None:
+        self.run, self.parts, self.norm = run, parts, norm
+        self.hardware = hardware_description(run.device, run.world)
+        self.commit = git_commit()
+        self.provenance = {"corpus": source.describe(), "seed": run.config.train.seed, "hardware": self.hardware,
+                           "git_commit": self.commit, "world_size": run.world}
+
+    def __call__(self, step: int, wall: float) -> None:
+        run, parts, device = self.run, self.parts, self.run.device
+        if run.distributed:
+            _sync_buffers(parts.learner)
+        rs = {"mixup": parts.augmenter.mixup.get_state(), "aug_rng": parts.aug_gen.get_state(),
+              "torch_rng": torch.get_rng_state(),
               "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
-        states = [None] * world if distributed else [rs]
-        if distributed:
+        states = [None] * run.world if run.distributed else [rs]
+        if run.distributed:
             dist.all_gather_object(states, rs)
-        if is_main:
-            save_checkpoint(out / CHECKPOINT, {
-                "format": CHECKPOINT_FORMAT, "config": config.to_dict(), "model": learner.state_dict(), "optimizer": optimizer.state_dict(),
-                "rank_states": states, "step": step, "norm": {"mean": norm[0], "std": norm[1]}, "wall_time": wall,
-                "provenance": {"corpus": source.describe(), "seed": t.seed, "hardware": hardware, "git_commit": commit,
-                               "world_size": world}})
+        if run.is_main:
+            save_checkpoint(run.out / CHECKPOINT, {
+                "format": CHECKPOINT_FORMAT, "config": run.config.to_dict(), "model": parts.learner.state_dict(),
+                "optimizer": parts.optimizer.state_dict(), "rank_states": states, "step": step,
+                "norm": {"mean": self.norm[0], "std": self.norm[1]}, "wall_time": wall, "provenance": self.provenance})
 
-    bar = tqdm(total=steps, initial=start, disable=not (progress and is_main), dynamic_ncols=True, desc="pretrain")
-    lam = config.learner.lam
-    acc = torch.zeros(3, device=device)  # running sums of l_byol, l_diff, loss over the log interval
-    acc_n, acc_clips, t_log = 0, 0, time.perf_counter()
-    t0 = time.perf_counter()
-    last: dict[str, float] = {}
+
+def fit(run: Run, parts: StepParts, loader: torch.utils.data.DataLoader, start: int, steps: int, wall_before: float,
+        log: MetricsLog, save: Checkpointer, progress: bool) -> tuple[int, float]:
+    """The training loop: a step per batch, metrics every ``log_every`` steps, a checkpoint every
+    ``checkpoint_every`` and at the end. Returns (last step, total wall time)."""
+    t = run.config.train
+    bar = tqdm(total=steps, initial=start, disable=not (progress and run.is_main), dynamic_ncols=True, desc="pretrain")
+    t0 = log.t0 = time.perf_counter()
     step = start
-    learner.train()
+    parts.learner.train()
     for wave in loader:
         terms = training_step(parts, wave)
         step += 1
-        acc += torch.stack([terms["l_byol"], terms.get("l_diff", torch.zeros((), device=device)), terms["loss"].detach()])
-        acc_n += 1
-        acc_clips += wave.shape[0] * world
+        log.add(terms, wave.shape[0] * run.world)
         bar.update(1)
         if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == steps:
-            means = (acc / acc_n).tolist()
-            if not all(math.isfinite(v) for v in means):
-                raise TrainingError(
-                    f"loss became {means[2]} (l_byol={means[0]}, l_diff={means[1]}) by step {step}; stopped without "
-                    f"saving. The last good checkpoint ({out / CHECKPOINT}, if any) is intact. Try a lower train.lr.")
-            now = time.perf_counter()
-            last = {"step": step, "l_byol": means[0], "l_diff": means[1] if lam > 0 else "", "loss": means[2],
-                    "lr": optimizer.param_groups[0]["lr"], "clips_per_s": acc_clips / max(now - t_log, 1e-9)}
-            if is_main:
-                with open(metrics_csv, "a", newline="") as fh:
-                    csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(last)
-                bar.set_postfix({k: f"{last[k]:.3f}" for k in ("l_byol", "l_diff", "loss") if last[k] != ""}
-                                | {"clips/s": f"{last['clips_per_s']:.0f}"})
-            acc.zero_()
-            acc_n, acc_clips, t_log = 0, 0, now
+            last = log.write(step, parts.optimizer.param_groups[0]["lr"])
+            bar.set_postfix({k: f"{last[k]:.3f}" for k in ("l_byol", "l_diff", "loss") if last[k] != ""}
+                            | {"clips/s": f"{last['clips_per_s']:.0f}"})
         if step % t.checkpoint_every == 0 or step == steps:
-            if distributed:
-                _sync_buffers(learner)
-            checkpoint(step, wall_before + time.perf_counter() - t0)
+            save(step, wall_before + time.perf_counter() - t0)
     bar.close()
+    return step, wall_before + time.perf_counter() - t0
 
-    wall = wall_before + time.perf_counter() - t0
-    if distributed:
-        _sync_buffers(learner)
-    digest = state_digest(learner)
-    digests = [None] * world if distributed else [digest]
-    if distributed:
+
+def finish(run: Run, parts: StepParts, step: int, wall: float, norm: tuple[float, float],
+           last: dict[str, Any]) -> dict[str, Any]:
+    """summary.json and the loss curve; checks that every DDP rank ended with the same weights."""
+    if run.distributed:
+        _sync_buffers(parts.learner)
+    digest = state_digest(parts.learner)
+    digests = [None] * run.world if run.distributed else [digest]
+    if run.distributed:
         dist.all_gather_object(digests, digest)
-    summary = {"steps": step, "wall_time_s": wall, "hardware": hardware, "git_commit": commit, "world_size": world,
-               "lam": lam, "final": last, "norm": {"mean": norm[0], "std": norm[1]}, "rank_digests": digests,
+    lam = run.config.learner.lam
+    summary = {"steps": step, "wall_time_s": wall, "hardware": hardware_description(run.device, run.world),
+               "git_commit": git_commit(), "world_size": run.world, "lam": lam, "final": last,
+               "norm": {"mean": norm[0], "std": norm[1]}, "rank_digests": digests,
                "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
-    if is_main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
-        plot_loss_curve(metrics_csv, out / "loss_curve.png", f"pretraining, lambda={lam}")
+    if run.is_main:
+        (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
+        plot_loss_curve(run.out / "metrics.csv", run.out / "loss_curve.png", f"pretraining, lambda={lam}")
         if len(set(digests)) != 1:
             raise TrainingError(f"DDP ranks ended with different weights: {digests}")
     return summary

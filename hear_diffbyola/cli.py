@@ -13,10 +13,14 @@ from __future__ import annotations
 import argparse
 import sys
 from importlib.metadata import EntryPoint, entry_points
+from typing import TYPE_CHECKING
 
 from .errors import DiffByolaError
 
-__all__ = ["COMMANDS_GROUP", "PRETRAIN_FLAGS", "build_config", "main", "make_parser", "parse_args"]
+if TYPE_CHECKING:
+    from .config import PretrainConfig
+
+__all__ = ["COMMANDS_GROUP", "PRETRAIN_FLAGS", "build_config", "main", "make_parser", "parse_args", "registered_commands"]
 
 COMMANDS_GROUP = "hear_diffbyola.commands"
 
@@ -29,7 +33,7 @@ PRETRAIN_FLAGS = {
 }
 
 
-def build_config(args: argparse.Namespace):
+def build_config(args: argparse.Namespace) -> PretrainConfig:
     """defaults < --config YAML < named flags < --set overrides; returns a PretrainConfig."""
     from .config import PretrainConfig, apply_overrides, load_yaml, set_values
 

@@ -1,7 +1,13 @@
 """HEAR embedding speed and memory: audio-seconds per second, and peak RSS versus clip length.
 
-    python bench/embed_throughput.py                      # shipped default weights (else random d=2048)
+    python bench/embed_throughput.py                      # shipped default weights (else random v2 d=3072)
     python bench/embed_throughput.py --weights W.safetensors --batch 8 --minutes 1 5 20
+    python bench/embed_throughput.py --archs-only         # only the v2-vs-v1 timestamp comparison
+
+v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
+AudioNTT2020 (d = 2048, two passes shifted by 40 ms) with the same front end embed the same batch
+of 10-s clips, alternating in rounds in this one process; the median of each and their ratio are
+printed (the ratio is what survives a shared CPU).
 
 Throughput: get_scene_embeddings and get_timestamp_embeddings on a batch of 10-s clips and on one
 20-minute clip, median of --repeats runs, reported as audio-seconds per second of wall time, and
@@ -23,7 +29,8 @@ import time
 import torch
 
 from hear_diffbyola import get_scene_embeddings, get_timestamp_embeddings, load_model
-from hear_diffbyola.encoder import AudioNTT2020
+from hear_diffbyola.embed import FrameGrid
+from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
 from hear_diffbyola.frontend import Frontend, FrontendConfig
 from hear_diffbyola.weights import DEFAULT_WEIGHTS, PretrainedModel
 
@@ -35,8 +42,39 @@ def make_model(weights: str | None, d: int) -> tuple[PretrainedModel, str]:
     path = weights or (str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else None)
     if path:
         return load_model(path), path
-    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), AudioNTT2020(64, d), {})
-    return model, f"random AudioNTT2020 d={d}"
+    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), AudioNTT2022(64, d), {})
+    return model, f"random AudioNTT2022 d={d}"
+
+
+def random_model(arch: str) -> PretrainedModel:
+    torch.manual_seed(0)
+    enc = AudioNTT2022(64, 3072) if arch == "v2" else AudioNTT2020(64, 2048)
+    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), enc, {})
+    model.scene_embedding_size = model.timestamp_embedding_size = enc.d
+    return model
+
+
+def compare_archs(args: argparse.Namespace) -> None:
+    """Timestamp embeddings of v2 (one pass) and v1 (two passes), alternating rounds in one process."""
+    models = {"v1": random_model("v1"), "v2": random_model("v2")}
+    wave = audio(args.batch, 10.0)
+    secs = wave.numel() / SR
+    for m in models.values():
+        get_timestamp_embeddings(wave[:1], m)  # warm-up
+    times = {k: [] for k in models}
+    for _ in range(args.rounds):
+        for k, m in models.items():
+            times[k].append(timed(get_timestamp_embeddings, wave, m, 1))
+    print(f"\n# timestamp embeddings, {args.batch} x 10 s, {args.rounds} alternating rounds, medians")
+    print("| encoder | passes | frame hop | audio-s/s (min-max) |")
+    print("|---|---|---|---|")
+    for k, m in models.items():
+        g = FrameGrid.of(m)
+        rates = sorted(secs / x for x in times[k])
+        print(f"| {type(m.encoder).__name__} d={m.encoder.d} | {g.shifts} | {g.hop_samples * 1000 // g.sample_rate} ms | "
+              f"{statistics.median(rates):.1f} ({rates[0]:.1f}-{rates[-1]:.1f}) |")
+    ratio = statistics.median(times["v1"]) / statistics.median(times["v2"])
+    print(f"v2 / v1 timestamp throughput: {ratio:.2f}x")
 
 
 def audio(n_sounds: int, seconds: float) -> torch.Tensor:
@@ -79,17 +117,24 @@ def measure_memory(args: argparse.Namespace, minutes: float, mode: str) -> tuple
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", help="weights file (default: the shipped default, else a random d=2048 encoder)")
-    p.add_argument("--d", type=int, default=2048, help="d of the random encoder when no weights file exists")
+    p.add_argument("--d", type=int, default=3072, help="d of the random AudioNTT2022 when no weights file exists")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
     p.add_argument("--repeats", type=int, default=3, help="timed runs per measurement; the median is kept")
     p.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds of the v2-vs-v1 comparison")
+    p.add_argument("--archs-only", action="store_true", help="only the v2-vs-v1 timestamp comparison")
     p.add_argument("--child-minutes", type=float, help=argparse.SUPPRESS)
     p.add_argument("--child-mode", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
+    if args.archs_only:
+        torch.set_num_threads(args.threads)
+        print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+        return compare_archs(args)
 
     # Memory first: Linux carries the parent's peak RSS into a child's ru_maxrss across fork/exec, so the
     # parent must be lighter than any child (torch only, ~220 MB) when it starts them.
@@ -118,6 +163,7 @@ def main() -> None:
     print("|---|---|---|")
     for minutes, cells in memory.items():
         print(f"| {minutes:g} min | " + " | ".join(f"{peak:.0f} ({grow:+.0f})" for peak, grow in cells) + " |")
+    compare_archs(args)
     print(f"# load average at the end {os.getloadavg()[0]:.2f}")
 
 

@@ -128,3 +128,24 @@ def test_readme_test_command_is_what_ci_runs():
     command = 'pip install "torch==2.13.0" -e ".[test]" && hear-diffbyola install-eval-tools && python -m pytest'
     assert command in README.read_text(encoding="utf-8")
     assert command in (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_pages_render(path):
+    # A markdown renderer (markdown-it-py, CommonMark + tables) sees one title and every table as a table:
+    # a table row left inside a paragraph means a broken table (a missing rule line or a stray pipe).
+    markdown_it = pytest.importorskip("markdown_it")
+    tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(path.read_text(encoding="utf-8"))
+    titles = [t for t in tokens if t.type == "heading_open" and t.tag == "h1"]
+    assert len(titles) == 1, f"{path.relative_to(ROOT)} should have exactly one '# title'"
+    stray = [tokens[i + 1].content.splitlines()[0] for i, t in enumerate(tokens) if t.type == "paragraph_open"
+             and any(line.lstrip().startswith("|") for line in tokens[i + 1].content.splitlines())]
+    assert stray == [], f"{path.relative_to(ROOT)}: table rows that do not render as a table: {stray}"
+
+
+def test_render_check_sees_a_broken_table():
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark").enable("table")
+    ok, broken = "| a | b |\n|---|---|\n| 1 | 2 |\n", "| a | b |\n| 1 | 2 |\n"
+    assert md.parse(ok)[0].type == "table_open"
+    assert md.parse(broken)[0].type == "paragraph_open"

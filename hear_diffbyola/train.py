@@ -14,7 +14,9 @@ from .errors import DiffByolaError
 
 import csv
 import datetime as _dt
+import fcntl
 import hashlib
+import io
 import json
 import math
 import os
@@ -32,8 +34,8 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from .augment import ViewAugmenter
-from .config import ConfigError, PretrainConfig
-from .corpus import NORM_STREAM, ClipSource, CropDataset, StepBatchSampler, open_corpus
+from .config import ConfigError, PretrainConfig, with_train
+from .corpus import NORM_STREAM, ClipSource, CorpusError, CropDataset, StepBatchSampler, open_corpus
 from .encoder import build_encoder
 from .frontend import LogMelSpectrogram, Normalizer, running_stats
 from .learner import DiffBYOLA
@@ -113,7 +115,11 @@ def state_digest(module: torch.nn.Module) -> str:
 # ---------------------------------------------------------------- checkpoints
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(payload, tmp))
+    # Serialised in memory first, so a full disk is a plain OSError of the file write (atomic_write
+    # names it) and not torch's opaque "enforce fail at inline_container.cc".
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buf.getbuffer()))
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -292,6 +298,7 @@ class Run:
     rank: int = 0
     world: int = 1
     ckpt: dict[str, Any] | None = None
+    lock: Any = None  # the open lock file of rank 0, held for the run's lifetime
 
     @property
     def is_main(self) -> bool:
@@ -306,14 +313,26 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
               device: torch.device) -> dict[str, Any]:
     """The recipe, one named step per line (BYOL-A's train.py order: data, norm stats, model, fit, save)."""
     run = open_run(Run(out, config, device, rank, world), resume)
+    try:
+        return _train(run, progress)
+    finally:
+        if run.lock is not None:
+            run.lock.close()  # releases the flock
+
+
+def _train(run: Run, progress: bool) -> dict[str, Any]:
+    device, rank = run.device, run.rank
     source = open_source(run)
+    steps = total_steps(run.config, len(source))
+    if run.ckpt is not None and int(run.ckpt["step"]) >= steps:
+        return already_finished(run, steps)
+    write_run_files(run, source)
     norm = norm_stats(run, source)
     parts = build_step_parts(run.config, norm, device, rank)
     start, wall_before = restore_state(run, parts)
     if run.distributed:
         parts.model = torch.nn.parallel.DistributedDataParallel(
             parts.learner, device_ids=[device.index] if device.type == "cuda" else None)
-    steps = total_steps(run.config, len(source))
     loader = make_loader(run, source, start, steps)
     log = MetricsLog(run, start)
     save = Checkpointer(run, parts, norm, source)
@@ -322,7 +341,15 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
 
 
 def open_run(run: Run, resume: bool) -> Run:
-    """Resume from the run's checkpoint (its config rules) or refuse to overwrite one."""
+    """Own the run folder (exclusive lock, stale temp files removed), then resume from its checkpoint
+    (its config rules) or refuse to overwrite one."""
+    if run.out.exists() and not run.out.is_dir():
+        raise TrainingError(f"--out {run.out} is an existing file, not a folder; choose a folder for the run")
+    if run.is_main:
+        run.lock = lock_run_folder(run.out)
+        for stale in (run.out / CHECKPOINT).parent.glob(CHECKPOINT.name + ".*.tmp"):
+            stale.unlink()  # left by a write that was killed; ours are never in flight here (we hold the lock)
+    run.config = with_resolved_corpus(run.config)
     ckpt_path = run.out / CHECKPOINT
     if resume:
         run.ckpt = load_checkpoint(ckpt_path)
@@ -337,20 +364,95 @@ def open_run(run: Run, resume: bool) -> Run:
     return run
 
 
+def lock_run_folder(out: Path) -> Any:
+    """An exclusive, non-blocking flock on ``out/.lock`` holding our pid; a second process is refused."""
+    out.mkdir(parents=True, exist_ok=True)
+    fh = open(out / ".lock", "a+")
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.seek(0)
+        holder = fh.read().strip() or "unknown"
+        fh.close()
+        raise TrainingError(f"{out} is in use by another pretraining process (pid {holder}); wait for it to end, "
+                            "or choose another --out") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"{os.getpid()}\n")
+    fh.flush()
+    return fh
+
+
+def with_resolved_corpus(config: PretrainConfig) -> PretrainConfig:
+    """A folder or list corpus as its absolute path, so a run (and its resume) means one place on disk
+    whatever the working directory and however the path was written."""
+    corpus = config.train.corpus
+    if corpus == "embedded":
+        return config
+    return with_train(config, corpus=str(Path(corpus).expanduser().resolve()))
+
+
+def corpus_fingerprint(source: ClipSource) -> str:
+    """sha256 of what the run reads: every usable file's path and size (file corpora), or the corpus description."""
+    h = hashlib.sha256()
+    files = getattr(source, "files", None)
+    if files is None:
+        h.update(source.describe().encode())
+    else:
+        for path in files:
+            h.update(f"{path}\0{Path(path).stat().st_size}\n".encode())
+    return h.hexdigest()
+
+
 def open_source(run: Run) -> ClipSource:
-    """The corpus; rank 0 writes config.yaml and the list of unreadable files."""
+    """The corpus. A bad corpus still leaves its complete bad_files.txt in the run folder; on resume the
+    corpus must be the checkpoint's (same files, same sizes)."""
     t = run.config.train
-    source = open_corpus(t.corpus, run.config.frontend.sample_rate, embedded_size=t.embedded_size,
-                         embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
-    if run.is_main:
-        run.out.mkdir(parents=True, exist_ok=True)
-        (run.out / "config.yaml").write_text(run.config.to_yaml())
-        bad = getattr(source, "bad", [])
-        if bad:
-            (run.out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad))
-            print(f"[hear-diffbyola] {len(bad)} unreadable corpus files left out, listed in {run.out / 'bad_files.txt'}")
-        print(f"[hear-diffbyola] corpus: {source.describe()}")
+    try:
+        source = open_corpus(t.corpus, run.config.frontend.sample_rate, embedded_size=t.embedded_size,
+                             embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
+    except CorpusError as e:
+        if run.is_main and getattr(e, "bad", None):
+            write_bad_files(run.out, e.bad)
+            raise CorpusError(f"{e} All {len(e.bad)} are listed in {run.out / 'bad_files.txt'}.") from e
+        raise
+    saved = (run.ckpt or {}).get("corpus_fingerprint")
+    if saved is not None and saved != corpus_fingerprint(source):
+        raise TrainingError(f"cannot resume {run.out}: corpus {t.corpus} is not the one this run trained on (its "
+                            f"files or their sizes differ from the checkpoint's: {source.describe()}); resume with "
+                            "the run's own corpus, or start a new run with --out")
     return source
+
+
+def write_bad_files(out: Path, bad: list[tuple[str, str]]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bad_files.txt").write_text("".join(f"{p}\t{r}\n" for p, r in bad))
+
+
+def write_run_files(run: Run, source: ClipSource) -> None:
+    """Rank 0: config.yaml and the list of unreadable files that were left out."""
+    if not run.is_main:
+        return
+    (run.out / "config.yaml").write_text(run.config.to_yaml())
+    bad = getattr(source, "bad", [])
+    if bad:
+        write_bad_files(run.out, bad)
+        print(f"[hear-diffbyola] {len(bad)} unreadable corpus files left out, listed in {run.out / 'bad_files.txt'}")
+    print(f"[hear-diffbyola] corpus: {source.describe()}")
+
+
+def already_finished(run: Run, steps: int) -> dict[str, Any]:
+    """--resume of a run that reached its steps: say so, change nothing, return its summary."""
+    done = int(run.ckpt["step"])
+    if run.is_main:
+        print(f"[hear-diffbyola] {run.out} is already finished ({done} of {steps} steps); nothing to do. To train "
+              f"further, resume with a larger --steps.")
+    path = run.out / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        summary = {"steps": done, "wall_time_s": float(run.ckpt.get("wall_time", 0.0)), "final": {}}
+    return {**summary, "already_finished": True}
 
 
 def norm_stats(run: Run, source: ClipSource) -> tuple[float, float]:
@@ -441,6 +543,7 @@ class Checkpointer:
         self.commit = git_commit()
         self.provenance = {"corpus": source.describe(), "seed": run.config.train.seed, "hardware": self.hardware,
                            "git_commit": self.commit, "world_size": run.world}
+        self.fingerprint = corpus_fingerprint(source)
 
     def __call__(self, step: int, wall: float) -> None:
         run, parts, device = self.run, self.parts, self.run.device
@@ -456,7 +559,8 @@ class Checkpointer:
             save_checkpoint(run.out / CHECKPOINT, {
                 "format": CHECKPOINT_FORMAT, "config": run.config.to_dict(), "model": parts.learner.state_dict(),
                 "optimizer": parts.optimizer.state_dict(), "rank_states": states, "step": step,
-                "norm": {"mean": self.norm[0], "std": self.norm[1]}, "wall_time": wall, "provenance": self.provenance})
+                "norm": {"mean": self.norm[0], "std": self.norm[1]}, "wall_time": wall, "provenance": self.provenance,
+                "corpus_fingerprint": self.fingerprint})
 
 
 def fit(run: Run, parts: StepParts, loader: torch.utils.data.DataLoader, start: int, steps: int, wall_before: float,

@@ -9,8 +9,9 @@ unpickles arbitrary objects (``torch.load(weights_only=True)``).
 """
 from __future__ import annotations
 
-from .errors import DiffByolaError
+from .errors import DiffByolaError, OutOfSpaceError
 
+import errno
 import hashlib
 import json
 import os
@@ -75,7 +76,11 @@ def file_sha256(path: str | Path) -> str:
 
 def atomic_write(path: str | Path, write) -> None:
     """Write through ``write(tmp_path)`` into a temp file beside ``path``, fsync, then rename over it,
-    so a crash leaves either the old file or the new one, never a torn one."""
+    so a crash leaves either the old file or the new one, never a torn one. A full disk raises
+    :class:`OutOfSpaceError` saying so (the temp file is removed, the old file untouched).
+
+    Give ``write`` bytes-level writers (``Path.write_bytes`` of a serialised buffer): serialisers that
+    write files themselves (torch.save, safetensors.save_file) report a full disk as opaque errors."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
@@ -88,9 +93,13 @@ def atomic_write(path: str | Path, write) -> None:
         with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
+            raise OutOfSpaceError(errno.ENOSPC, f"no space left on device: writing {path} failed; {kept}. "
+                                  "Free space there and run the command again") from e
         raise
 
 
@@ -101,11 +110,22 @@ def make_header(frontend: FrontendConfig, norm: tuple[float, float], encoder: En
 
 
 def save_weights(path: str | Path, encoder_state: dict[str, torch.Tensor], header: dict[str, Any]) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in encoder_state.items()}
-    meta = {HEADER_KEY: json.dumps(header, sort_keys=True)}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    check_finite(tensors, Path(path), "refusing to write")
+    data = save(tensors, metadata={HEADER_KEY: json.dumps(header, sort_keys=True)})
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def check_finite(tensors: dict[str, torch.Tensor], path: Path, what: str = "cannot load it") -> None:
+    """Raise WeightsError naming every tensor that holds NaN or Inf: such weights embed everything as NaN."""
+    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in sorted(tensors.items())
+           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        listed = ", ".join(f"{k} ({n} values)" for k, n in bad[:5]) + (" ..." if len(bad) > 5 else "")
+        raise WeightsError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf, {what}: {listed}. The run that made "
+                           "them diverged; export an earlier checkpoint or retrain with a lower train.lr")
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -216,6 +236,7 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
         mean = mean if norm_mean is None else float(norm_mean)
         std = std if norm_std is None else float(norm_std)
         header = {**header, "norm": {"mean": mean, "std": std}}
+    check_finite(state, path)
     encoder = build_encoder(enc)
     try:
         encoder.load_state_dict(state, strict=True)

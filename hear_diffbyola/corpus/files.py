@@ -15,7 +15,33 @@ PATH_COLUMNS = ("path", "filename", "file", "fname")
 
 
 class CorpusError(DiffByolaError, ValueError):
-    """The corpus cannot be used as given; the message says what and how to fix it."""
+    """The corpus cannot be used as given; the message says what and how to fix it. ``bad`` lists the
+    unreadable files as (path, reason) when that is why."""
+
+    def __init__(self, message: str, bad: list[tuple[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.bad = list(bad or [])
+
+
+def bad_file_reason(path: Path) -> str | None:
+    """Why ``path`` cannot serve as training audio ("not found", "not audio: ...", "truncated: ..."), or None."""
+    if not path.exists():
+        return "not found"
+    if not path.is_file():
+        return "not a file"
+    try:
+        n, sr = audio_info(path)
+    except AudioReadError as e:
+        return f"not audio (or an unsupported format): {str(e).split(': ', 1)[-1]}"
+    if n <= 0:
+        return "empty: no audio frames"
+    try:
+        read_audio(path, sr, 0, min(n, 1024))  # the header can be fine and the data not
+        if n > 1024:
+            read_audio(path, sr, n - 1024, 1024)  # a cut-off file fails at its end
+    except AudioReadError as e:
+        return f"truncated or corrupt audio data: {str(e).split(': ', 1)[-1]}"
+    return None
 
 
 def list_audio_files(spec: str | Path) -> list[Path]:
@@ -34,10 +60,10 @@ def list_audio_files(spec: str | Path) -> list[Path]:
         raise CorpusError(f"corpus {spec} does not exist; give a folder of audio, a .csv/.txt list, or 'embedded'")
     suffix = spec.suffix.lower()
     if suffix == ".txt":
-        entries = [ln.strip() for ln in spec.read_text().splitlines()]
+        entries = [ln.strip() for ln in spec.read_text(encoding="utf-8-sig").splitlines()]
         entries = [e for e in entries if e and not e.startswith("#")]
     elif suffix == ".csv":
-        with open(spec, newline="") as fh:
+        with open(spec, newline="", encoding="utf-8-sig") as fh:  # utf-8-sig: a BOM is not part of the header
             rows = list(csv.reader(fh))
         if not rows:
             raise CorpusError(f"corpus list {spec} is empty")
@@ -72,26 +98,24 @@ class FileCorpus:
             raise CorpusError(f"max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}")
         listed = list_audio_files(self.spec)
         for path in listed:
-            try:
-                n, sr = audio_info(path)
-                if n <= 0:
-                    raise AudioReadError(f"{path} holds no audio frames")
-                read_audio(path, sr, 0, min(n, 1024))  # the header can be fine and the data not
-            except (AudioReadError, FileNotFoundError) as e:
-                self.bad.append((str(path), str(e)))
+            reason = bad_file_reason(path)
+            if reason is not None:
+                self.bad.append((str(path), reason))
                 continue
+            n, sr = audio_info(path)
             self.files.append(path)
             self.frames.append(n)
             self.rates.append(sr)
         frac = len(self.bad) / len(listed)
         if not self.files:
-            raise CorpusError(f"none of the {len(listed)} files of corpus {self.spec} could be read; first error: {self.bad[0][1]}")
+            raise CorpusError(f"none of the {len(listed)} files of corpus {self.spec} could be read; first: "
+                              f"{self.bad[0][0]}: {self.bad[0][1]}.", self.bad)
         if frac > self.max_bad_fraction:
             first = "; ".join(f"{p}: {r}" for p, r in self.bad[:3])
             raise CorpusError(
                 f"{len(self.bad)} of {len(listed)} files ({frac:.1%}) in corpus {self.spec} are unreadable, more than "
                 f"max_bad_fraction={self.max_bad_fraction:.1%}. First: {first}. Fix or remove them, or raise "
-                "train.max_bad_fraction.")
+                "train.max_bad_fraction.", self.bad)
 
     def __len__(self) -> int:
         return len(self.files)

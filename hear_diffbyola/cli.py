@@ -28,7 +28,7 @@ COMMANDS_GROUP = "hear_diffbyola.commands"
 # the config as they are; --set SECTION.KEY=VALUE reaches every other key (read as YAML, then type-checked).
 PRETRAIN_FLAGS = {
     "corpus": "train.corpus", "lam": "learner.lam", "steps": "train.steps", "epochs": "train.epochs",
-    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed", "d": "encoder.d",
+    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed", "arch": "encoder.arch", "d": "encoder.d",
     "device": "train.device", "num_workers": "train.num_workers", "checkpoint_every": "train.checkpoint_every",
 }
 
@@ -98,7 +98,10 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     pt.add_argument("--batch-size", type=int, help="global batch size (default 256)")
     pt.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     pt.add_argument("--seed", type=int, help="seed of everything random (default 0)")
-    pt.add_argument("--d", type=int, help="embedding dimension: 512, 1024 or 2048 (default 2048)")
+    pt.add_argument("--arch", choices=("audiontt2022", "audiontt2020"),
+                    help="encoder: audiontt2022 (BYOL-A v2, default) or audiontt2020 (BYOL-A v1)")
+    pt.add_argument("--d", type=int, help="per-frame embedding size (default: 3072 for audiontt2022, which needs "
+                                          "d > 1024; 2048 for audiontt2020, a multiple of 64)")
     pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     pt.add_argument("--num-workers", type=int, help="data loading processes (default 2)")
     pt.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")

@@ -38,6 +38,15 @@ def test_named_flags_set_their_keys():
     assert config().train == PretrainConfig().train  # no flag: the defaults
 
 
+def test_pretrain_defaults_to_byol_a_v2_and_arch_selects_v1():
+    c = config()
+    assert (c.encoder.arch, c.encoder.d, c.encoder.hidden, c.augment.mixup_ratio) == ("audiontt2022", 3072, 2048, 0.2)
+    v1 = config("--arch", "audiontt2020", "--d", "512")
+    assert (v1.encoder.arch, v1.encoder.d, v1.encoder.hidden) == ("audiontt2020", 512, 512)
+    with pytest.raises(ConfigError, match="exceed the 1024 conv features"):
+        config("--d", "512")  # v2 concatenates 1024 conv features: d must be larger
+
+
 def test_config_file_then_flags_then_set(tmp_path):
     f = tmp_path / "c.yaml"
     f.write_text("learner:\n  lam: 0.2\ntrain:\n  lr: 1e-5\n  steps: 9\n")  # YAML 1.1 reads 1e-5 as text

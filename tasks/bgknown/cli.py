@@ -21,11 +21,28 @@ def _params(args: argparse.Namespace):
     return BuildParams(snr_db=(args.snr_low, args.snr_high))
 
 
+def _build_folders(args: argparse.Namespace):
+    """--fg-folder/--bg-folder: BgKnown from the user's own labelled clips and long recordings (folder_source)."""
+    from .. import TaskError
+    from .folder_source import build_from_folders
+    from .manifest import BuildParams
+
+    if not (args.fg_folder and args.bg_folder) or args.synthetic or args.esc50 or args.fsd50k:
+        raise TaskError("the folder source needs both --fg-folder DIR and --bg-folder DIR, without --synthetic, "
+                        "--esc50 or --fsd50k")
+    params = BuildParams(snr_db=(args.snr_low, args.snr_high), clip_seconds=args.clip_seconds,
+                         min_bg_seconds=2 * args.clip_seconds)
+    return build_from_folders(args.fg_folder, args.bg_folder, args.out, args.seed, params, args.test_fraction,
+                              args.workers, not args.no_progress, args.force)
+
+
 def cmd_build(args: argparse.Namespace) -> int:
     from .. import TaskError
     from .build import build_from_datasets, build_synthetic
 
-    if args.synthetic:
+    if args.fg_folder or args.bg_folder:
+        out = _build_folders(args)
+    elif args.synthetic:
         if args.esc50 or args.fsd50k:
             raise TaskError("--synthetic builds from the embedded corpus: leave out --esc50 and --fsd50k")
         classes = args.classes.split(",") if args.classes else None
@@ -119,10 +136,19 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                     "linear evaluation of y_mix and y_diff = y_mix - y_bg.")
     bsub = bk.add_subparsers(dest="bgknown_command", required=True)
 
-    b = bsub.add_parser("build", help="build a task folder from local ESC-50 + FSD50K, or --synthetic")
+    b = bsub.add_parser("build", help="build a task folder from local ESC-50 + FSD50K, your own folders "
+                                      "(--fg-folder/--bg-folder), or --synthetic")
     b.add_argument("--esc50", help="ESC-50 folder (audio/, meta/esc50.csv)")
     b.add_argument("--fsd50k", help="FSD50K folder (FSD50K.dev_audio/, FSD50K.eval_audio/, FSD50K.ground_truth/)")
     b.add_argument("--synthetic", action="store_true", help="build from the embedded corpus instead (no datasets needed)")
+    b.add_argument("--fg-folder", metavar="DIR", help="your own foreground clips: DIR/<class>/*.wav|flac|ogg|mp3 "
+                   "(with --bg-folder; the same (a)/(b)/(c) crops, SNR and stratified split as ESC-50 + FSD50K)")
+    b.add_argument("--bg-folder", metavar="DIR", help="your own background recordings, each at least twice "
+                   "--clip-seconds long (with --fg-folder)")
+    b.add_argument("--clip-seconds", type=float, default=5.0, help="--fg-folder: mixture length in s (default 5, "
+                   "as ESC-50); clips are cut or zero-padded to it")
+    b.add_argument("--test-fraction", type=float, default=1 / 3, help="--fg-folder: share of each class's clips "
+                   "(and of the background recordings) on the test side (default 1/3)")
     b.add_argument("--out", required=True, help="task folder to create")
     b.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
     b.add_argument("--workers", type=int, help="processes (default: all cores; 0 or 1 = in this process)")

@@ -8,6 +8,8 @@ annotation (``check_value``), so a wrong type fails naming the key, the value an
 from __future__ import annotations
 
 import functools
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -26,6 +28,9 @@ from .learner import LearnerConfig
 
 class ConfigError(DiffByolaError, ValueError):
     """A configuration value or key is wrong; the message says which and what is valid."""
+
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")  # what train.device may name
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,13 @@ class TrainConfig(DictConfig):
             (self.norm_clips >= 1, f"train.norm_clips must be >= 1, got {self.norm_clips}"),
             (self.amp in ("auto", "bf16", "off"), f"train.amp must be auto, bf16 or off, got {self.amp!r}"),
             (0.0 <= self.max_bad_fraction <= 1.0, f"train.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}"),
+            (self.embedded_size >= 1, f"train.embedded_size must be >= 1 clip, got {self.embedded_size}"),
+            (self.embedded_duration > 0, f"train.embedded_duration must be > 0 seconds, got {self.embedded_duration}"),
+            (self.seed >= 0, f"train.seed must be >= 0 (numpy seeds are non-negative), got {self.seed}"),
+            (bool(str(self.corpus).strip()), "train.corpus must be 'embedded', a folder of audio or a .csv/.txt list, "
+                                             "got an empty string"),
+            (bool(DEVICE_PATTERN.match(str(self.device))),
+             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -115,12 +127,27 @@ class PretrainConfig:
 
 
 def load_yaml(path: str | Path) -> dict:
+    """A config file's sections, {section: {key: value}}; ConfigError naming the file (and the line, for
+    broken YAML) when it cannot be read, is not YAML, or is not a mapping of mappings."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}; fix it there "
+                          "('hear-diffbyola config' prints a valid one)") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config file {path} cannot be read ({e})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (frontend, encoder, augment, learner, train)")
+    for name, sec in data.items():
+        if sec is not None and not isinstance(sec, dict):
+            raise ConfigError(f"config file {path}: section '{name}' must be a mapping of keys to values "
+                              f"(e.g. '{name}:' then indented 'key: value' lines), got {sec!r}")
     return data
 
 
@@ -151,6 +178,7 @@ def _split_key(key: str, where: str) -> tuple[str, str]:
 def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
+
     args = typing.get_args(tp)
     if _is_union(tp):
         return " or ".join(_type_name(a) for a in args)
@@ -167,6 +195,10 @@ def _is_union(tp: Any) -> bool:
 
 class _Mismatch(Exception):
     """``value`` does not fit the annotation (internal: ``check_value`` turns it into a ConfigError)."""
+
+
+class _NotFinite(_Mismatch):
+    """A float value (or one inside a list) is NaN or Inf."""
 
 
 def _coerce(value: Any, tp: Any) -> Any:
@@ -202,15 +234,19 @@ def _coerce(value: Any, tp: Any) -> Any:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
         raise _Mismatch
-    if tp is float:
+    if tp is float:  # finite only: NaN passes every range check (comparisons are False), Inf most
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):
+            number = float(value)
+        elif isinstance(value, str):
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 raise _Mismatch from None
-        raise _Mismatch
+        else:
+            raise _Mismatch
+        if not math.isfinite(number):
+            raise _NotFinite
+        return number
     if tp is str:
         if isinstance(value, str):
             return value
@@ -223,6 +259,8 @@ def check_value(key: str, value: Any, annotation: Any) -> Any:
     ConfigError naming the key, the value and the type expected (a bool is no int; an int is a float)."""
     try:
         return _coerce(value, annotation)
+    except _NotFinite:
+        raise ConfigError(f"{key} must be a finite number, got {value!r}") from None
     except _Mismatch:
         raise ConfigError(f"{key} must be {_type_name(annotation)}, got {value!r} ({type(value).__name__})") from None
 
@@ -231,6 +269,9 @@ def set_values(d: dict, values: Mapping[str, Any]) -> dict:
     """A copy of ``d`` with typed values set by key, e.g. ``{"train.lr": 1e-5, "train.corpus": "/data/set #2"}``.
 
     The values are taken as they are (no parsing), so a string stays that string."""
+    for name, sec in d.items():
+        if sec is not None and not isinstance(sec, dict):
+            raise ConfigError(f"config section '{name}' must be a mapping, got {type(sec).__name__}")
     d = {k: dict(v or {}) for k, v in d.items()}
     for key, value in values.items():
         section, name = _split_key(key, f"config key {key!r}")

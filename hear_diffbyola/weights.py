@@ -14,6 +14,7 @@ from .errors import DiffByolaError, OutOfSpaceError
 import errno
 import hashlib
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -128,6 +129,19 @@ def check_finite(tensors: dict[str, torch.Tensor], path: Path, what: str = "cann
                            "them diverged; export an earlier checkpoint or retrain with a lower train.lr")
 
 
+def check_norm(mean: float, std: float, path: Path, given: tuple[float | None, float | None] = (None, None)) -> None:
+    """Raise WeightsError unless the log-mel normalisation is usable: finite mean, finite std > 0
+    (std 0 divides by zero, NaN makes every embedding NaN). Names where the bad number came from."""
+    problems = []
+    for what, value, override in (("mean", mean, given[0]), ("std", std, given[1])):
+        if not math.isfinite(value) or (what == "std" and value <= 0):
+            source = f"norm_{what}={override!r} given" if override is not None else f"the header's norm.{what}"
+            problems.append(f"{source} is {value!r}")
+    if problems:
+        raise WeightsError(f"{path}: unusable log-mel normalisation: {'; '.join(problems)} (need a finite mean and a "
+                           "finite std > 0); pass valid norm_mean/norm_std, or re-export the weights")
+
+
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     from safetensors import safe_open
 
@@ -236,6 +250,7 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
         mean = mean if norm_mean is None else float(norm_mean)
         std = std if norm_std is None else float(norm_std)
         header = {**header, "norm": {"mean": mean, "std": std}}
+    check_norm(mean, std, path, given=(norm_mean, norm_std))
     check_finite(state, path)
     encoder = build_encoder(enc)
     try:
@@ -258,15 +273,57 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         ckpt = load_checkpoint(ckpt_path)
     except TrainingError as e:
         raise WeightsError(str(e)) from e
+    _check_checkpoint(ckpt, ckpt_path)
     cfg = ckpt["config"]
     state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    if not state:
+        raise WeightsError(f"{ckpt_path} holds no encoder.* weights in its model state; it was not written by "
+                           "'hear-diffbyola pretrain' of this version")
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     train = cfg["train"]
     provenance = {**ckpt.get("provenance", {}), "steps": int(ckpt["step"]), "wall_time_s": float(ckpt.get("wall_time", 0.0)),
                   "batch_size": train["batch_size"], "lr": train["lr"], "run_dir": str(run_dir.resolve()),
                   "finished": summary.get("finished")}
-    header = make_header(FrontendConfig.from_dict(cfg["frontend"]), (ckpt["norm"]["mean"], ckpt["norm"]["std"]),
-                         EncoderConfig.from_dict(cfg["encoder"]), float(cfg["learner"]["lam"]), provenance)
+    try:
+        fe, enc = FrontendConfig.from_dict(cfg["frontend"]), EncoderConfig.from_dict(cfg["encoder"])
+    except (TypeError, ValueError) as e:
+        raise WeightsError(f"{ckpt_path}: its config does not describe a valid model ({e})") from e
+    mean, std = float(ckpt["norm"]["mean"]), float(ckpt["norm"]["std"])
+    check_norm(mean, std, ckpt_path)
+    header = make_header(fe, (mean, std), enc, float(cfg["learner"]["lam"]), provenance)
+    try:
+        build_encoder(enc).load_state_dict(state, strict=True)  # the same check load_pretrained makes, before writing
+    except RuntimeError as e:
+        raise WeightsError(f"{ckpt_path}: its encoder weights do not fit its own config ({enc.arch}, d={enc.d}): "
+                           f"{_one_line(e)}") from e
     save_weights(out, state, header)
     return header
+
+
+# what export_run reads from a checkpoint: top-level keys, then config sections and their keys
+CHECKPOINT_KEYS = ("config", "model", "step", "norm")
+CHECKPOINT_CONFIG_KEYS = {"frontend": (), "encoder": (), "learner": ("lam",), "train": ("batch_size", "lr")}
+
+
+def _check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
+    """WeightsError naming every key export needs that the checkpoint lacks (a truncated or foreign file)."""
+    missing = [k for k in CHECKPOINT_KEYS if k not in ckpt]
+    cfg = ckpt.get("config") if isinstance(ckpt.get("config"), dict) else {}
+    for section, keys in CHECKPOINT_CONFIG_KEYS.items():
+        if not isinstance(cfg.get(section), dict):
+            missing.append(f"config.{section}")
+        else:
+            missing += [f"config.{section}.{k}" for k in keys if k not in cfg[section]]
+    norm = ckpt.get("norm")
+    if "norm" in ckpt:
+        missing += [f"norm.{k}" for k in ("mean", "std") if not (isinstance(norm, dict) and k in norm)]
+    if "model" in ckpt and not isinstance(ckpt["model"], dict):
+        missing.append("model (a state dict)")
+    if missing:
+        raise WeightsError(f"checkpoint {path} lacks {', '.join(missing)}; it was not (completely) written by "
+                           "'hear-diffbyola pretrain': export another run, or resume this one to write a new checkpoint")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:400]

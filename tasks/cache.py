@@ -90,14 +90,22 @@ def write_arrays(path: str | Path, key: Mapping[str, Any], arrays: Mapping[str, 
 
 
 def cached_arrays(path: str | Path | None, key: Mapping[str, Any],
-                  compute: Callable[[], Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+                  compute: Callable[[], Mapping[str, np.ndarray]],
+                  check: Callable[[Mapping[str, np.ndarray]], None] | None = None) -> dict[str, np.ndarray]:
     """The arrays of the entry at ``path`` for ``key``, computed by ``compute()`` and written there when
-    missing, unreadable or stale. ``path=None``: no cache, always ``compute()``."""
+    missing, unreadable or stale. ``path=None``: no cache, always ``compute()``.
+
+    ``check(arrays)`` (raises to refuse them) runs on freshly computed arrays *before* they are written,
+    so a refused result is never cached, and on arrays read from the cache (written by an older version)."""
     if path is not None:
         found = read_arrays(path, key)
         if found is not None:
+            if check is not None:
+                check(found)
             return found
     arrays = {k: np.asarray(v) for k, v in compute().items()}
+    if check is not None:
+        check(arrays)
     if path is not None:
         write_arrays(path, key, arrays)
     return arrays

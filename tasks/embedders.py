@@ -24,12 +24,13 @@ import importlib
 import itertools
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
 
 from hear_diffbyola.audio import AudioReadError, read_audio
+from hear_diffbyola.inputs import check_audio
 from hear_diffbyola.weights import file_sha256
 
 from . import TaskError
@@ -37,7 +38,7 @@ from . import TaskError
 if TYPE_CHECKING:
     from hear_diffbyola.weights import PretrainedModel
 
-__all__ = ["Embedder", "WeightsEmbedder", "NormStats", "NORM_CHOICES", "ours", "hear_module", "make_embedder",
+__all__ = ["Embedder", "NonFiniteEmbeddingsError", "WeightsEmbedder", "NormStats", "NORM_CHOICES", "ours", "hear_module", "make_embedder",
            "embed_waves", "embed_audio_files", "task_norm_stats", "task_normalised", "norm_record", "describe_norm"]
 
 ClipFn = Callable[[torch.Tensor], Any]  # (B, N) float32 CPU tensor -> (B, d) tensor or array
@@ -84,20 +85,53 @@ class Embedder:
     def __repr__(self) -> str:
         return f"Embedder(name={self.name!r}, sample_rate={self.sample_rate}, identity={self.identity!r})"
 
-    def embed(self, waves: np.ndarray) -> np.ndarray:
-        """(B, N) float32 at ``sample_rate`` -> (B, d) float32, without autograd."""
+    def embed(self, waves: np.ndarray, names: Sequence[Any] | None = None) -> np.ndarray:
+        """(B, N) floating-point waveforms at ``sample_rate`` -> (B, d) float32, without autograd.
+
+        The audio passes the HEAR module's checks first (``hear_diffbyola.inputs.check_audio``): integer
+        PCM, NaN and Inf are refused, audio peaking far above full scale is warned about; ``names`` (one
+        per clip, e.g. file paths) label the clips in those messages."""
         waves = np.asarray(waves)
         if waves.ndim != 2:
             raise TaskError(f"{self.name}: embed() takes a batch of waveforms (B, N), got shape {waves.shape}; "
                             "embed a list of clips with embed_waves()")
-        audio = torch.from_numpy(np.ascontiguousarray(waves, dtype=np.float32))
+        audio = torch.from_numpy(np.ascontiguousarray(waves))
+        check_audio(audio, f"Embedder {self.name!r}", names, stacklevel=2)
         with torch.no_grad():
-            out = self._fn(audio)
+            out = self._fn(audio.to(torch.float32))
         out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
         if out.ndim != 2 or out.shape[0] != waves.shape[0]:
             raise TaskError(f"{self._source} returned shape {out.shape} for a batch of {waves.shape[0]} clips; "
                             f"expected ({waves.shape[0]}, d): a clip-level (scene) embedding per clip")
         return out.astype(np.float32, copy=False)
+
+
+    def check_finite(self, parts: Mapping[str, np.ndarray], names: Mapping[str, Sequence[Any]] | None = None) -> None:
+        """Refuse embeddings holding NaN or Inf before anything scores them (a NaN similarity or feature
+        gives meaningless, often perfect-looking, numbers). ``parts``: {what: (n, d) embeddings}, e.g.
+        {"train/mix": ...}; ``names``: optional {what: one label per row} for the message. Raises
+        :class:`NonFiniteEmbeddingsError` naming the model and how many items of how many are bad."""
+        bad: list[tuple[str, int, int, Any]] = []  # (part, bad rows, rows, first bad label)
+        total = 0
+        for part, emb in parts.items():
+            emb = np.asarray(emb)
+            rows = ~np.isfinite(emb.reshape(emb.shape[0], -1)).all(axis=1) if emb.ndim else np.zeros(0, bool)
+            total += rows.size
+            if rows.any():
+                first = int(np.flatnonzero(rows)[0])
+                label = names[part][first] if names and part in names else f"item {first}"
+                bad.append((part, int(rows.sum()), rows.size, label))
+        if bad:
+            n_bad = sum(b[1] for b in bad)
+            listed = "; ".join(f"{part}: {n} of {size} (first: {label})" for part, n, size, label in bad[:6])
+            raise NonFiniteEmbeddingsError(
+                f"model {self.name} ({self._source}) gave NaN or Inf embeddings for {n_bad} of {total} items "
+                f"({listed}{'; ...' if len(bad) > 6 else ''}); nothing is scored with them. The weights or the "
+                "model are broken (a diverged run?): re-export an earlier checkpoint or fix the model")
+
+
+class NonFiniteEmbeddingsError(TaskError):
+    """A model gave NaN or Inf embeddings; the evaluation refuses to score them."""
 
 
 class WeightsEmbedder(Embedder):
@@ -190,7 +224,7 @@ def make_embedder(model: str | Path | None = None, hear_module: str | None = Non
 
 
 def _as_clip(wave: np.ndarray, index: int, embedder: Embedder) -> np.ndarray:
-    wave = np.asarray(wave, dtype=np.float32)
+    wave = np.asarray(wave)  # its own dtype: Embedder.embed refuses integer PCM instead of converting it
     if wave.ndim != 1:
         raise TaskError(f"clip {index} has shape {wave.shape}; embed_waves takes 1-D (mono) waveforms at "
                         f"{embedder.sample_rate} Hz")
@@ -198,22 +232,26 @@ def _as_clip(wave: np.ndarray, index: int, embedder: Embedder) -> np.ndarray:
     return np.pad(wave, (0, max(0, embedder.min_samples - wave.size)))
 
 
-def embed_waves(embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int = 16) -> np.ndarray:
-    """1-D clips at ``embedder.sample_rate`` -> (len(waves), d) float32 in order ((0, 0) for no clips).
+def embed_waves(embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int = 16,
+                names: Sequence[Any] | None = None) -> np.ndarray:
+    """1-D floating-point clips at ``embedder.sample_rate`` -> (len(waves), d) float32 in order ((0, 0) for
+    no clips). ``names`` (one per clip; default: their indices) label the clips in input-check messages.
 
     Clips shorter than ``embedder.min_samples`` are zero-padded to it. A batch of ``batch_size`` clips of
-    equal length is embedded in one call; a batch of ragged lengths goes clip by clip, since padding clips
-    to a common length would change their pooled embeddings.
+    equal length and dtype is embedded in one call; a batch of ragged lengths goes clip by clip, since
+    padding clips to a common length would change their pooled embeddings.
     """
     if batch_size < 1:
         raise TaskError(f"batch_size must be at least 1, got {batch_size}")
+    labels = list(range(len(waves))) if names is None else list(names)
     out: list[np.ndarray] = []
     for i in range(0, len(waves), batch_size):
-        batch = [_as_clip(waves[j], j, embedder) for j in range(i, min(i + batch_size, len(waves)))]
-        if len({w.size for w in batch}) == 1:
-            out.append(embedder.embed(np.stack(batch)))
+        idx = range(i, min(i + batch_size, len(waves)))
+        batch = [_as_clip(waves[j], j, embedder) for j in idx]
+        if len({(w.size, w.dtype) for w in batch}) == 1:
+            out.append(embedder.embed(np.stack(batch), [labels[j] for j in idx]))
         else:
-            out.extend(embedder.embed(w[None]) for w in batch)
+            out.extend(embedder.embed(w[None], [labels[j]]) for j, w in zip(idx, batch))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
@@ -232,7 +270,7 @@ def embed_audio_files(embedder: Embedder, paths: Sequence[str | Path], batch_siz
                 waves.append(read_audio(p, embedder.sample_rate))
             except AudioReadError as e:
                 raise TaskError(f"{e}; {damaged_hint}" if damaged_hint else str(e)) from None
-        out.append(embed_waves(embedder, waves, batch_size))
+        out.append(embed_waves(embedder, waves, batch_size, [str(p) for p in paths[i:i + batch_size]]))
         if bar is not None:
             bar.update(len(waves))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)

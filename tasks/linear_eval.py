@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import TaskError
 from .early_stopping import fit_early_stopping
 
 __all__ = ["LinearEvalConfig", "LinearEvalResult", "SeedSummary", "stratified_split", "standardise",
@@ -82,7 +83,9 @@ def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.n
     if not np.issubdtype(y.dtype, np.integer):
         raise ValueError(f"{what}: labels must be integer class indices, got dtype {y.dtype}")
     if not np.isfinite(x).all():
-        raise ValueError(f"{what}: features contain NaN or inf")
+        rows = int((~np.isfinite(x)).any(axis=1).sum())
+        raise TaskError(f"{what}: {rows} of {x.shape[0]} feature rows contain NaN or Inf; a linear probe on them "
+                        "would score garbage: check the model that computed them")
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 

@@ -43,6 +43,8 @@ def scene_task_embeddings(task_dir: str | Path, embedder: Embedder, batch_size: 
             emb = embed_audio_files(embedder, [path for path, _ in items], batch_size, bar,
                                     f"the task folder {task_dir} is damaged: write it again")
             out[split] = (emb, np.array([index[lab] for _, lab in items], dtype=np.int64))
+    # NaN/Inf never scores: refused with the count over every split
+    embedder.check_finite({s: e for s, (e, _) in out.items()}, {s: [str(p) for p, _ in splits[s]] for s in out})
     return vocab, out
 
 

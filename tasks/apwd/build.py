@@ -312,12 +312,25 @@ def build_scene(out: str | Path, scene: str, pool: SourcePool, config: BuildConf
     return scene_dir
 
 
+def is_build_folder(out: Path) -> bool:
+    """What --force may replace: a folder holding only what :func:`build` writes (scene folders, ``source/``)."""
+    children = list(out.iterdir())
+    scenes = [c for c in children if c.is_dir() and c.name.startswith("apwd_") and c.name.endswith("_sc")]
+    return bool(scenes) and all(c in scenes or (c.name == "source" and c.is_dir()) for c in children)
+
+
 def build(out: str | Path, scenes: Iterable[str], config: BuildConfig, esc50: str | Path | None = None,
-          fsd50k: str | Path | None = None, synthetic: bool = False, progress: bool = True) -> dict[str, Path]:
+          fsd50k: str | Path | None = None, synthetic: bool = False, progress: bool = True,
+          force: bool = False) -> dict[str, Path]:
     """Build the APwD folder for ``scenes`` from ESC-50 + FSD50K, or from the embedded corpus if ``synthetic``.
 
     Each scene folder gets ``apwd_build.json``: the configuration and how many source files each split drew on.
+    ``out`` holds one build: a folder that is not empty is refused unless ``force``, which replaces it whole
+    once the new build is complete (``tasks.build_folder``: built beside it, then swapped in; a failed or
+    killed build leaves the old one as it was).
     """
+    from ..build_folder import building
+
     out = Path(out)
     scenes = list(scenes)
     for s in scenes:
@@ -325,13 +338,17 @@ def build(out: str | Path, scenes: Iterable[str], config: BuildConfig, esc50: st
             raise APwDError(f"unknown scene {s!r}; APwD scenes: {', '.join(SCENES)}")
     if not synthetic and (esc50 is None or fsd50k is None):
         raise APwDError("a real build needs both --esc50 DIR and --fsd50k DIR (or pass --synthetic)")
-    made = {}
-    for scene in scenes:
-        pool = synthetic_pool(out, scene, config) if synthetic else real_pool(esc50, fsd50k, scene)  # type: ignore[arg-type]
-        made[scene] = build_scene(out, scene, pool, config, progress)
-        info = {"format": "hear-diffbyola/apwd/1", "scene": scene, "synthetic": synthetic, "config": asdict(config),
-                "esc50": None if esc50 is None else str(esc50), "fsd50k": None if fsd50k is None else str(fsd50k),
-                "sources": {split: {"backgrounds": len(pool.backgrounds[split]),
-                                    "events": {k: len(v) for k, v in pool.events[split].items()}} for split in SPLIT_NAMES}}
-        (made[scene] / "apwd_build.json").write_text(json.dumps(info, indent=1))
-    return made
+    # the datasets are checked before --out is touched; synthetic pools are rendered into the new build
+    pools = {} if synthetic else {scene: real_pool(esc50, fsd50k, scene) for scene in scenes}  # type: ignore[arg-type]
+    _load.cache_clear()  # paths in the staging folder repeat from build to build; their audio does not
+    with building(out, force, is_build_folder, "APwD") as tmp:
+        for scene in scenes:
+            pool = synthetic_pool(tmp, scene, config) if synthetic else pools[scene]
+            scene_dir = build_scene(tmp, scene, pool, config, progress)
+            info = {"format": "hear-diffbyola/apwd/1", "scene": scene, "synthetic": synthetic, "config": asdict(config),
+                    "esc50": None if esc50 is None else str(esc50), "fsd50k": None if fsd50k is None else str(fsd50k),
+                    "sources": {split: {"backgrounds": len(pool.backgrounds[split]),
+                                        "events": {k: len(v) for k, v in pool.events[split].items()}}
+                                for split in SPLIT_NAMES}}
+            (scene_dir / "apwd_build.json").write_text(json.dumps(info, indent=1))
+    return {scene: out / f"apwd_{scene}_sc" for scene in scenes}

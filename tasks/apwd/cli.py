@@ -23,7 +23,7 @@ def cmd_build(args: argparse.Namespace) -> int:
                                    ("sample_rate", args.sample_rate)) if v is not None}
     config = BuildConfig.synthetic(**overrides) if args.synthetic else BuildConfig(**overrides)
     made = build(args.out, args.scene or sorted(SCENES), config, esc50=args.esc50, fsd50k=args.fsd50k,
-                 synthetic=args.synthetic, progress=not args.no_progress)
+                 synthetic=args.synthetic, progress=not args.no_progress, force=args.force)
     for scene, path in made.items():
         print(f"[hear-diffbyola] {scene}: {config.n_dev} dev + {config.n_eval} eval pairs in {path}")
     print(f"[hear-diffbyola] evaluate with: hear-diffbyola apwd eval --model WEIGHTS --data {args.out}")
@@ -90,6 +90,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--n-eval", type=int, help="eval (test) pairs per scene")
     b.add_argument("--sample-rate", type=int, help="output sample rate (default 44100; synthetic 16000)")
     b.add_argument("--seed", type=int, help="seed (default 0)")
+    b.add_argument("--force", action="store_true",
+                   help="replace an existing build at --out whole (the old one is kept until the new one is complete)")
     b.add_argument("--no-progress", action="store_true")
     b.set_defaults(func=cmd_build)
 

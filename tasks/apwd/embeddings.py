@@ -48,4 +48,7 @@ def embed_files(embedder: Embedder, paths: Sequence[Path], cache_dir: str | Path
     if cache_dir is not None:
         key["data"] = data_key(paths)
         path = cache_file(cache_dir, embedder.name, key)
-    return torch.from_numpy(cached_arrays(path, key, compute)["embeddings"])
+    def check(arrays: dict) -> None:  # NaN/Inf never scores (and is never cached)
+        embedder.check_finite({desc: arrays["embeddings"]}, {desc: [str(p) for p in paths]})
+
+    return torch.from_numpy(cached_arrays(path, key, compute, check)["embeddings"])

@@ -196,15 +196,20 @@ def target_rank(sim: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor |
     """Rank (0 = first) of each row's ``target`` column among the other columns, ``exclude`` left out: (Q,).
 
     The rank is the number of other candidates scoring at least as high as the target: ties count against it.
+    NaN is the worst score: a NaN target ranks last (behind every candidate, NaN ones included), a NaN
+    candidate never outranks a target (a NaN similarity must never make a broken model look perfect).
     """
-    sim = sim.clone()
     rows = torch.arange(sim.shape[0])
+    # -inf for NaN: comparisons with NaN are all False, which would rank a NaN target first
+    sim = torch.nan_to_num(sim, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
+    rivals = torch.ones_like(sim, dtype=torch.bool)            # (Q, C): the candidates besides the target
+    rivals[rows, target] = False
     if exclude is not None:
         if (exclude == target).any():
             raise ValueError("recall_at_k: a query's excluded column is its target")
-        sim[rows, exclude] = float("-inf")
+        rivals[rows, exclude] = False
     s_t = sim[rows, target][:, None]                           # (Q, 1)
-    return (sim > s_t).sum(1) + (sim == s_t).sum(1) - 1
+    return ((sim >= s_t) & rivals).sum(1)
 
 
 def recalls(rank: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:

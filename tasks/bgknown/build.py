@@ -18,7 +18,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -30,6 +29,7 @@ from hear_diffbyola import __version__
 from hear_diffbyola.audio import AudioReadError, audio_info, read_audio, write_audio
 
 from .. import TaskError
+from ..build_folder import building
 from ..mixing import LUFS_FLOOR, crop, draw_reference_crops, event_loudness, mix_at_snr
 from .manifest import (DEFAULT_TEST_PER_CLASS, DEFAULT_TRAIN_PER_CLASS, FORMAT, MANIFEST, REFS, SPLITS, BuildParams,
                        audio_paths, compute_build_id)
@@ -281,26 +281,13 @@ def _valid_names(jobs: list[Job], fraction: float, seed: int) -> set[str]:
     return {train[i].name for i in valid}
 
 
-def _prepare_out(out: Path, force: bool) -> Path:
-    if out.exists():
-        if not out.is_dir():
-            raise TaskError(f"--out {out} exists and is not a folder; choose another path")
-        if any(out.iterdir()):
-            if not force:
-                raise TaskError(f"--out {out} already exists and is not empty; pass --force to replace it, or choose another path")
-            if not (out / MANIFEST).is_file():
-                raise TaskError(f"--out {out} is not a BgKnown task folder (no {MANIFEST}); refusing to delete it with "
-                                "--force: choose an empty or new folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.building-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
+def _is_task_folder(out: Path) -> bool:
+    """What --force may replace: a BgKnown build (it has a manifest)."""
+    return (out / MANIFEST).is_file()
 
 
-def _write_task(tmp: Path, out: Path, task_name: str, labels: list[str], records: list[dict[str, Any]],
-                seed: int, params: BuildParams, variant: str, sources: dict[str, Any], force: bool) -> Path:
+def _write_task(tmp: Path, task_name: str, labels: list[str], records: list[dict[str, Any]],
+                seed: int, params: BuildParams, variant: str, sources: dict[str, Any]) -> None:
     manifest: dict[str, Any] = {"format": FORMAT, "task_name": task_name, "variant": variant,
                                 "built_by": f"hear-diffbyola {__version__}", "seed": seed, "params": params.to_dict(),
                                 "sources": sources, "labels": labels, "items": records}
@@ -316,13 +303,6 @@ def _write_task(tmp: Path, out: Path, task_name: str, labels: list[str], records
         (tmp / f"{split}.json").write_text(json.dumps(listed, indent=1) + "\n")
         (tmp / str(params.sample_rate) / split).mkdir(parents=True, exist_ok=True)
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
-    if out.exists():
-        if force:
-            shutil.rmtree(out)
-        else:
-            out.rmdir()  # empty (checked before building)
-    os.replace(tmp, out)
-    return out
 
 
 def _build(jobs: list[Job], out: str | Path, task_name: str, labels: list[str], seed: int, params: BuildParams,
@@ -334,15 +314,13 @@ def _build(jobs: list[Job], out: str | Path, task_name: str, labels: list[str], 
         raise TaskError("two foreground clips share a name; item names must be unique")
     valid = _valid_names(jobs, params.valid_fraction, seed)
     splits = {j.name: ("test" if j.pool else "valid" if j.name in valid else "train") for j in jobs}
-    tmp = _prepare_out(out, force)
-    try:
+    # built beside --out and swapped in whole when complete: never two builds mixed, the old one kept until then
+    with building(out, force, _is_task_folder, "BgKnown") as tmp:
         ctx = Context(out=str(tmp), seed=seed, params=params, roots=roots, splits=splits)
         workers = (os.cpu_count() or 1) if workers is None else workers
         records = _run(jobs, ctx, workers, progress)
-        return _write_task(tmp, out, task_name, labels, records, seed, params, variant, sources, force)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        _write_task(tmp, task_name, labels, records, seed, params, variant, sources)
+    return out
 
 
 def build_from_datasets(esc50: str | Path, fsd50k: str | Path, out: str | Path, seed: int = 0,

@@ -12,6 +12,7 @@ classifier learns from; never a test clip.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -70,5 +71,12 @@ def task_embeddings(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path
                         "the task folder is damaged: rebuild it")
         return out
 
-    flat = cached_arrays(cache_path(task, embedder, cache_dir), cache_key(task, embedder), compute)
+    def names(key: str) -> list[str]:  # "train/mix" -> that split's file names of that kind, for messages
+        split, kind = key.split("/")
+        return [(it.mix if kind == "mix" else it.refs[kind]).name for it in task.items[split]]
+
+    def check(flat: Mapping[str, np.ndarray]) -> None:  # NaN/Inf never scores (and is never cached)
+        embedder.check_finite(flat, {k: names(k) for k in flat})
+
+    flat = cached_arrays(cache_path(task, embedder, cache_dir), cache_key(task, embedder), compute, check)
     return {split: {k: flat[f"{split}/{k}"] for k in KINDS} for split in SPLITS}

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from hear_diffbyola.embed import FrameGrid, dense_frames
+from hear_diffbyola.inputs import check_audio, check_model_dtype
 from hear_diffbyola.weights import load_pretrained
 
 SAMPLE_RATE = 16000  # s3prl feeds 16 kHz waveforms
@@ -101,6 +102,9 @@ class UpstreamExpert(nn.Module):
             if w.ndim != 1:
                 raise ValueError(f"diffbyola: waveform {i} has shape {tuple(w.shape)}; s3prl upstreams take "
                                  "1-D mono 16 kHz tensors")
+        # the HEAR module's checks: integer PCM and NaN/Inf refused, far-too-loud audio warned about
+        check_audio(wavs, "diffbyola upstream")
+        check_model_dtype(self.model, "diffbyola upstream")
         longest = max(w.shape[0] for w in wavs)
         # s3prl's convention: one frame per 640-sample step starting inside the audio, T = ceil(N / 640)
         t = max(1, -(-longest // self.downsample_rate))

@@ -159,7 +159,8 @@ def add_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     b.add_argument("--classes", help="--synthetic: comma-separated subset of the embedded event classes (default all)")
     b.add_argument("--snr-low", type=float, default=0.0, help="SNR range low end in dB (default 0)")
     b.add_argument("--snr-high", type=float, default=3.0, help="SNR range high end in dB (default 3)")
-    b.add_argument("--force", action="store_true", help="replace an existing task folder at --out")
+    b.add_argument("--force", action="store_true",
+                   help="replace an existing task folder at --out whole (the old one is kept until the new one is complete)")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(func=cmd_build)
 

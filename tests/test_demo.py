@@ -1,42 +1,61 @@
-"""`hear-diffbyola demo`: the whole pipeline at a tiny budget, its report read back against its JSON,
-resuming, the effect check, and the HEAR scene-task pieces it is built from."""
+"""`hear-diffbyola demo`: the paired pipeline at a tiny budget, its report read back against its own stage
+files, resuming, the paired statistics by hand, combining demos, and the HEAR scene-task pieces it is built from."""
 from __future__ import annotations
 
 import json
+import math
 import re
 
 import numpy as np
 import pytest
 import torch
-
-from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import heartask
-from hear_diffbyola.tasks.demo import BUDGETS, DemoBudget, DemoError, paper_effect, run_demo, seeds_table
-from hear_diffbyola.tasks.demo.pipeline import pretraining_finished
+from hear_diffbyola.tasks.demo import (
+    BUDGETS,
+    DemoBudget,
+    DemoError,
+    combine_results,
+    read_paper_numbers,
+    run_demo,
+    seeds_table,
+    t_interval,
+    verdict,
+)
+from hear_diffbyola.tasks.demo.pipeline import (
+    _open_state,
+    check_lambdas,
+    pretraining_finished,
+)
+from hear_diffbyola.tasks.demo.results import FORMAT, analyse
 from hear_diffbyola.tasks.embedders import Embedder
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
 
-TINY_PRETRAIN = ("encoder.arch=audiontt2020", "encoder.d=64", "learner.proj_hidden=64", "learner.proj_dim=32",
-                 "augment.mixup_memory=64", "train.embedded_size=48", "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
+from hear_diffbyola.cli import main
+
+# BYOL-A v2's encoder at its smallest (1024 conv features + 64 fc outputs), as the core's tests use it
+TINY_PRETRAIN = ("encoder.arch=audiontt2022", "encoder.d=1088", "encoder.hidden=32", "learner.proj_hidden=64",
+                 "learner.proj_dim=32", "augment.mixup_memory=64", "train.embedded_size=48",
+                 "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
                  "train.num_workers=0", "train.log_every=1", "train.steps=4", "train.checkpoint_every=2")
 TINY = DemoBudget(name="tiny", pretrain=TINY_PRETRAIN, bgknown_train_per_class=2, bgknown_test_per_class=1,
                   bgknown_clip_seconds=1.0, apwd_dev=8, apwd_eval=6, apwd_epochs=3, apwd_patience=2,
-                  general_per_label=(2, 1, 1), general_seconds=1.0, seeds=2, linear_max_epochs=5, linear_patience=2)
-CELL = re.compile(r"^(-?\d+\.\d) ± (\d+\.\d)$")
+                  general_per_label=(2, 1, 1), general_seconds=1.0, seeds=2, linear_max_epochs=5, linear_patience=2,
+                  pretrain_seeds=(0, 1))
+MEAN_CI = re.compile(r"^([+−]?\d+\.\d)(?: \[([+−]?\d+\.\d), ([+−]?\d+\.\d)\])?$")
+CELL = re.compile(r"^(−?\d+\.\d) ± (\d+\.\d)$")
+T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}  # Student's t 0.975 quantiles, from a printed table
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
-    paper = out.parent / "paper.json"
-    paper.write_text(json.dumps({"source": "a test file", "bgknown": {"BYOL-A": {"Mix": 71.5, "(a)": 60.25}}}))
-    results = run_demo(out, TINY, progress=False, paper_numbers=paper)
+    results = run_demo(out, TINY, progress=False)  # pretraining seeds 0, 1 (TINY's default); λ 0 and 0.5
     return out, results
 
 
 def tables(markdown: str) -> dict[str, list[list[str]]]:
-    """{section heading: table rows (header first, rule dropped)} of a markdown document."""
+    """{section heading: table rows (header first, rule dropped)} of a markdown document (all tables of a section)."""
     found, section = {}, None
     for line in markdown.splitlines():
         if line.startswith("## "):
@@ -51,72 +70,106 @@ def by_heading(t: dict[str, list[list[str]]], prefix: str) -> list[list[str]]:
     return rows
 
 
+def num(text: str) -> float:
+    return float(text.replace("−", "-"))
+
+
+def mean_ci(cell: str) -> tuple[float, float | None, float | None]:
+    m = MEAN_CI.match(cell)
+    assert m, f"not a 'mean [lo, hi]' cell: {cell!r}"
+    return num(m.group(1)), *(None if g is None else num(g) for g in m.group(2, 3))
+
+
 def mean_std(cell: str) -> tuple[float, float]:
     m = CELL.match(cell)
     assert m, f"not a 'mean ± std' cell: {cell!r}"
-    return float(m.group(1)), float(m.group(2))
+    return num(m.group(1)), float(m.group(2))
 
 
-def assert_cell(cell: str, expected: dict) -> None:
-    mean, std = mean_std(cell)
-    assert mean == pytest.approx(expected["mean"], abs=0.051) and std == pytest.approx(expected["std"], abs=0.051)
+def by_hand_interval(xs: list[float]) -> tuple[float, float, float]:
+    """mean, lo, hi of the 95 % t interval, from the printed t table."""
+    n = len(xs)
+    mean = sum(xs) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    half = T_975[n - 1] * sd / math.sqrt(n)
+    return mean, mean - half, mean + half
+
+
+def stage_mean(out, seed: int, key: str, cond: str) -> float:
+    """A model's BgKnown score straight from its stage file: the mean of the per-seed accuracies."""
+    stage = json.loads((out / "results" / f"seed{seed}" / f"bgknown_{key}.json").read_text())
+    return float(np.mean(stage["results"][cond]["accuracies"]))
 
 
 @pytest.mark.slow
-def test_demo_report_tables_match_the_json_results(demo):
+def test_demo_report_tables_are_the_paired_analysis_of_the_stage_files(demo):
     out, results = demo
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
-    assert set(results["stage_commits"]) == set(results["wall_time_s"]["stages"]) and len(results["stage_commits"]) == 11
-    t = tables((out / "report.md").read_text())
-    titles = {m["title"]: m for m in results["models"].values()}
-    assert len(titles) == 2
-
-    bg = by_heading(t, "BgKnown")
+    assert results["pretrain_seeds"] == [0, 1] and results["lambdas"] == [0.0, 0.5]
+    assert set(results["models"]) == {"seed0/lam0", "seed0/lam0.5", "seed1/lam0", "seed1/lam0.5"}
+    assert set(results["stage_commits"]) == set(results["wall_time_s"]["stages"]) and len(results["stage_commits"]) == 19
+    report = (out / "report.md").read_text()
+    bg = by_heading(tables(report), "BgKnown")
     assert bg[0] == ["Model", "Mix", "(a)", "(b)", "(c)"]
-    for row in bg[1:3]:
-        for cell, cond in zip(row[1:], ("mix", "a", "b", "c")):
-            assert_cell(cell, titles[row[0]]["bgknown"][cond])
-    assert bg[3] == ["paper: BYOL-A", "71.5", "60.2", "–", "–"]  # labelled, only the columns the file gives
+    rows = {r[0]: r[1:] for r in bg[1:]}
+    for i, cond in enumerate(("mix", "a", "b", "c")):
+        base = [stage_mean(out, s, "lam0", cond) for s in (0, 1)]
+        other = [stage_mean(out, s, "lam0.5", cond) for s in (0, 1)]
+        for title, xs in (("λ = 0 (BYOL-A)", base), ("λ = 0.5 (DiffBYOL-A)", other),
+                          ("Δ λ = 0.5 − λ = 0 (paired)", [o - b for o, b in zip(other, base)])):
+            mean, lo, hi = mean_ci(rows[title][i])
+            want = by_hand_interval(xs)
+            assert (mean, lo, hi) == pytest.approx(want, abs=0.051), (title, cond)
+    # the paper's own numbers are shown by default, labelled, with their own λ = 0.5 − λ = 0 difference
+    paper = read_paper_numbers()
+    assert rows["paper: λ = 0"] == [f"{paper['lambdas']['0']['bgknown'][c]:.1f}" for c in ("Mix", "(a)", "(b)", "(c)")]
+    a_gain = paper["lambdas"]["0.5"]["bgknown"]["(a)"] - paper["lambdas"]["0"]["bgknown"]["(a)"]
+    assert num(rows["paper: Δ λ = 0.5 − λ = 0"][1]) == pytest.approx(a_gain, abs=0.051)
+    assert paper["citation"].split(",")[0] in report
 
-    ap = by_heading(t, "APwD")
+    # the verdict line is the one read from the same intervals, stated with n = 2
+    e = results["effect"]["lam0.5"]
+    assert e["n"] == 2 and e["verdict"] == verdict(t_interval(results["paired"]["lam0.5"]["bgknown.a"]["differences"]),
+                                                   t_interval(results["paired"]["lam0.5"]["bgknown.mix"]["differences"]))["verdict"]
+    assert f"λ = 0.5: **{e['verdict']}** (n = 2 pretraining seeds" in report
+
+    ap = by_heading(tables(report), "APwD")
     assert ap[0][1:] == [f"{s} R@{k}" for s in ("rain", "traffic") for k in (1, 5, 10)]
-    for row in ap[1:3]:
-        for cell, col in zip(row[1:], ap[0][1:]):
-            scene, k = col.split()
-            assert_cell(cell, titles[row[0]]["apwd"][scene][k])
     n_gallery = 2 * TINY.apwd_eval - 1  # every other eval clip
-    assert ap[3][0] == "chance" and float(ap[3][1]) == pytest.approx(100 / n_gallery, abs=0.051)
+    chance = next(r for r in ap if r[0] == "chance")
+    assert num(chance[1]) == pytest.approx(100 / n_gallery, abs=0.051)
+    ap_rows = {r[0]: r[1:] for r in ap[1:]}
+    r1 = [100 * json.loads((out / "results" / f"seed{s}" / "apwd_lam0.json").read_text())["scenes"]["rain"]["metrics"]["R@1"]["mean"]
+          for s in (0, 1)]  # the stage files hold fractions; the report %
+    assert mean_ci(ap_rows["λ = 0 (BYOL-A)"][0]) == pytest.approx(by_hand_interval(r1), abs=0.051)
 
-    gen = by_heading(t, "General-purpose")
-    for row in gen[1:3]:
-        assert_cell(row[1], titles[row[0]]["general"])
-
-    # the JSON summarises the per-stage result files, which hold every seed
-    for key, m in results["models"].items():
-        stage = json.loads((out / "results" / f"bgknown_{key}.json").read_text())
-        accs = stage["results"]["a"]["accuracies"]
-        assert len(accs) == TINY.seeds
-        assert m["bgknown"]["a"]["mean"] == pytest.approx(np.mean(accs)) and m["bgknown"]["a"]["std"] == pytest.approx(np.std(accs))
-        gen_stage = json.loads((out / "results" / f"general_{key}.json").read_text())
+    gen = {r[0]: r[1:] for r in by_heading(tables(report), "General-purpose")[1:]}
+    diffs = [results["models"][f"seed{s}/lam0.5"]["general"]["mean"] - results["models"][f"seed{s}/lam0"]["general"]["mean"]
+             for s in (0, 1)]
+    assert mean_ci(gen["Δ λ = 0.5 − λ = 0 (paired)"][0]) == pytest.approx(by_hand_interval(diffs), abs=0.051)
+    for key in results["models"]:
+        gen_stage = json.loads((out / "results" / f"{key.split('/')[0]}" / f"general_{key.split('/')[1]}.json").read_text())
         assert gen_stage["n_classes"] == 17 and gen_stage["n_test"] == 17 * TINY.general_per_label[2]
-
-    # the verdict line repeats the effect computed from the table's own numbers
-    lam0, lam5 = bg[1], bg[2]
-    gain = mean_std(lam5[2])[0] - mean_std(lam0[2])[0]
-    verdict = re.search(r"\(a\) changes by ([+-]\d+\.\d) points", (out / "report.md").read_text())
-    assert float(verdict.group(1)) == pytest.approx(gain, abs=0.11)
 
 
 @pytest.mark.slow
-def test_demo_writes_weights_plots_and_loss_curves_of_both_runs(demo):
+def test_demo_pairs_each_seed_and_writes_weights_and_plots(demo):
     out, results = demo
-    for key in ("lam0", "lam0.5"):
-        assert (out / "weights" / f"{key}.safetensors").is_file()
-        assert results["models"][key]["pretrain"]["steps"] == 4
-    assert results["models"]["lam0"]["pretrain"]["final_loss"]["l_diff"] is None  # λ = 0 has no difference branch
-    assert results["models"]["lam0.5"]["pretrain"]["final_loss"]["l_diff"] is not None
+    for seed in (0, 1):
+        configs = {}
+        for key in ("lam0", "lam0.5"):
+            assert (out / "weights" / f"seed{seed}" / f"{key}.safetensors").is_file()
+            m = results["models"][f"seed{seed}/{key}"]
+            assert m["pretrain"]["steps"] == 4 and m["pretrain"]["arch"] == "audiontt2022" and m["pretrain"]["d"] == 1088
+            configs[key] = json.loads(json.dumps(__import__("yaml").safe_load(
+                (out / "runs" / f"seed{seed}" / key / "config.yaml").read_text())))
+        # the two runs of a seed differ in λ only (same seed: same data order and initialisation)
+        assert configs["lam0"]["learner"].pop("lam") == 0.0 and configs["lam0.5"]["learner"].pop("lam") == 0.5
+        assert configs["lam0"] == configs["lam0.5"] and configs["lam0"]["train"]["seed"] == seed
+    assert results["models"]["seed0/lam0"]["pretrain"]["final_loss"]["l_diff"] is None  # λ = 0 has no difference branch
+    assert results["models"]["seed0/lam0.5"]["pretrain"]["final_loss"]["l_diff"] is not None
     report = (out / "report.md").read_text()
-    for png in ("loss_curves", "bgknown", "apwd", "general"):
+    for png in ("loss_curves", "paired_differences", "bgknown", "apwd", "general"):
         path = out / "plots" / f"{png}.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"(plots/{png}.png)" in report
@@ -127,18 +180,18 @@ def test_demo_resumes_only_what_is_not_done(demo, capsys):
     out, _ = demo
     state_path = out / "demo_state.json"
     state = json.loads(state_path.read_text())
-    weights = {p: p.read_bytes() for p in (out / "weights").iterdir()}
-    kept = out / "results" / "bgknown_lam0.json"
+    weights = {p: p.read_bytes() for p in (out / "weights").rglob("*.safetensors")}
+    kept = out / "results" / "seed0" / "bgknown_lam0.json"
     kept_bytes, kept_mtime = kept.read_bytes(), kept.stat().st_mtime_ns
-    del state["stages"]["eval general lam0.5"]  # as if the run had been killed during that stage
+    del state["stages"]["eval general seed1/lam0.5"]  # as if the run had been killed during that stage
     state_path.write_text(json.dumps(state))
     run_demo(out, TINY, progress=False)
     printed = capsys.readouterr().out
-    assert "eval general lam0.5 ..." in printed
-    assert printed.count("skipped") == 10  # 2 pretrain + 3 builds + 5 evals
+    assert "eval general seed1/lam0.5 ..." in printed
+    assert printed.count("skipped") == 18  # 4 pretrain + 3 builds + 11 evals
     assert kept.stat().st_mtime_ns == kept_mtime and kept.read_bytes() == kept_bytes
-    assert {p: p.read_bytes() for p in (out / "weights").iterdir()} == weights
-    assert "eval general lam0.5" in json.loads(state_path.read_text())["stages"]
+    assert {p: p.read_bytes() for p in (out / "weights").rglob("*.safetensors")} == weights
+    assert "eval general seed1/lam0.5" in json.loads(state_path.read_text())["stages"]
 
 
 def _files(folder):
@@ -150,16 +203,16 @@ def test_demo_keeps_a_finished_pretraining_run_as_it_is(demo, capsys):
     out, _ = demo
     state_path = out / "demo_state.json"
     state = json.loads(state_path.read_text())
-    run = out / "runs" / "lam0.5"
+    run = out / "runs" / "seed0" / "lam0.5"
     before = _files(run)
     assert run / "summary.json" in before and run / "checkpoints" / "last.pt" in before
-    del state["stages"]["pretrain lam0.5"]  # as if killed after the run finished, before the stage was recorded
+    del state["stages"]["pretrain seed0/lam0.5"]  # as if killed after the run finished, before the stage was recorded
     state_path.write_text(json.dumps(state))
     run_demo(out, TINY, progress=False)
     printed = capsys.readouterr().out
-    assert "pretrain lam0.5 ..." in printed and "is a finished pretraining run; kept as it is" in printed
+    assert "pretrain seed0/lam0.5 ..." in printed and "is a finished pretraining run; kept as it is" in printed
     assert _files(run) == before  # not resumed for zero steps: no file rewritten
-    assert "pretrain lam0.5" in json.loads(state_path.read_text())["stages"]
+    assert "pretrain seed0/lam0.5" in json.loads(state_path.read_text())["stages"]
 
 
 def test_pretraining_finished_needs_the_finished_mark_and_the_planned_steps(tmp_path):
@@ -186,41 +239,177 @@ def test_demo_refuses_a_folder_with_other_settings_or_foreign_content(tmp_path):
 
     other = tmp_path / "other"
     other.mkdir()
-    (other / "demo_state.json").write_text(json.dumps({"settings": {"budget": BUDGETS["quick"].fingerprint()}, "stages": {}}))
-    with pytest.raises(DemoError, match="other settings"):
+    (other / "demo_state.json").write_text(json.dumps(
+        {"settings": {"budget": BUDGETS["quick"].fingerprint(), "text_encoder": "hash", "seed": 0, "pretrain_seeds": [0],
+                      "lambdas": [0.0, 0.5]}, "stages": {}}))
+    with pytest.raises(DemoError, match="other settings.*budget 'quick'.*asked: budget 'tiny'"):
         run_demo(other, TINY, progress=False)
 
-
-def test_pretrain_seed_changes_only_the_pretraining_and_is_part_of_the_settings(tmp_path):
-    config = TINY.pretrain_config(0.5, "cpu", seed=7)
-    assert (config.train.seed, config.learner.lam, config.train.device, config.encoder.d) == (7, 0.5, "cpu", 64)
-    out = tmp_path / "d"
-    out.mkdir()
-    settings = {"budget": TINY.fingerprint(), "text_encoder": "hash", "lambdas": [0.0, 0.5], "seed": 0, "pretrain_seed": 1}
-    (out / "demo_state.json").write_text(json.dumps({"settings": settings, "stages": {}}))
-    with pytest.raises(DemoError, match="pretrain seed 1.*asked: .*pretrain seed 0"):
-        run_demo(out, TINY, progress=False)
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "demo_state.json").write_text(json.dumps({"settings": {"budget": TINY.fingerprint(), "pretrain_seed": 0},
+                                                     "stages": {}}))
+    with pytest.raises(DemoError, match="earlier format"):
+        run_demo(old, TINY, progress=False)
 
 
-def test_cli_demo_reports_bad_paper_numbers_file(tmp_path, capsys):
+def test_more_seeds_or_lambdas_extend_a_demo_folder_and_keep_its_stages(tmp_path):
+    first = _open_state(tmp_path, TINY, "hash", (0,), (0.0, 0.5))
+    first["stages"]["pretrain seed0/lam0"] = {"wall_s": 1.0}
+    (tmp_path / "demo_state.json").write_text(json.dumps(first))
+    more = _open_state(tmp_path, TINY, "hash", (0, 1, 2), (0.0, 0.2, 0.5))
+    assert more["stages"] == {"pretrain seed0/lam0": {"wall_s": 1.0}}
+    assert more["settings"]["pretrain_seeds"] == [0, 1, 2] and more["settings"]["lambdas"] == [0.0, 0.2, 0.5]
+    with pytest.raises(DemoError, match="other settings"):
+        _open_state(tmp_path, TINY, "minilm", (0,), (0.0, 0.5))
+
+
+def test_models_of_one_seed_differ_in_lambda_only_and_start_from_the_same_weights():
+    from hear_diffbyola.train import build_step_parts
+
+    c0, c5 = TINY.pretrain_config(0.0, "cpu", seed=3), TINY.pretrain_config(0.5, "cpu", seed=3)
+    d0, d5 = c0.to_dict(), c5.to_dict()
+    assert d0["learner"].pop("lam") == 0.0 and d5["learner"].pop("lam") == 0.5 and d0 == d5
+    assert (c0.train.seed, c0.encoder.arch, c0.encoder.d, c0.encoder.hidden) == (3, "audiontt2022", 1088, 32)
+    w0 = build_step_parts(c0, (0.0, 1.0), torch.device("cpu")).learner.state_dict()
+    w5 = build_step_parts(c5, (0.0, 1.0), torch.device("cpu")).learner.state_dict()
+    assert w0.keys() == w5.keys() and all(torch.equal(w0[k], w5[k]) for k in w0)
+    other = build_step_parts(TINY.pretrain_config(0.0, "cpu", seed=4), (0.0, 1.0), torch.device("cpu")).learner.state_dict()
+    assert not all(torch.equal(w0[k], other[k]) for k in w0 if w0[k].is_floating_point())
+
+
+def test_budgets_pretrain_byol_a_v2():
+    for name, budget in BUDGETS.items():
+        c = budget.pretrain_config(0.5, "cpu")
+        assert c.encoder.arch == "audiontt2022" and c.encoder.d > 1024, name
+    full = BUDGETS["full"].pretrain_config(0.0, "cpu")
+    assert (full.encoder.d, full.encoder.hidden) == (3072, 2048)  # the v2 default shape
+    assert len(BUDGETS["full"].pretrain_seeds) >= 3 and len(BUDGETS["decide"].pretrain_seeds) >= 3
+
+
+def test_cli_demo_reports_bad_paper_numbers_lambdas_and_seeds(tmp_path, capsys):
     bad = tmp_path / "paper.json"
     bad.write_text("{not json")
     assert main(["demo", "--out", str(tmp_path / "d"), "--paper-numbers", str(bad), "--no-progress"]) == 2
     assert "paper.json: cannot read it as JSON" in capsys.readouterr().err
+    bad.write_text(json.dumps({"format": "hear-diffbyola/paper-numbers/1", "citation": "x", "setup": "y",
+                               "lambdas": {"0": {"bgknown": {"(a)": "high"}}}}))
+    assert main(["demo", "--out", str(tmp_path / "d"), "--paper-numbers", str(bad), "--no-progress"]) == 2
+    assert "'bgknown' must be one of" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--lambdas", "0.5,0", "--no-progress"]) == 2
+    assert "--lambdas must start with 0" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--lambdas", "0,0.5,0.5", "--no-progress"]) == 2
+    assert "distinct values in (0, 1]" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--pretrain-seeds", "0,x", "--no-progress"]) == 2
+    assert "--pretrain-seeds: '0,x' is not a comma-separated list" in capsys.readouterr().err
+    assert main(["demo", "--out", str(tmp_path / "d"), "--pretrain-seeds", "1,1", "--no-progress"]) == 2
+    assert "distinct non-negative" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
+    assert check_lambdas([0, 0.2, 0.5, 0.8]) == (0.0, 0.2, 0.5, 0.8)
 
 
-def test_paper_effect_by_hand():
-    base = {"mix": {"mean": 40.0, "std": 2.0}, "a": {"mean": 50.0, "std": 3.0}}
-    better = {"mix": {"mean": 41.5, "std": 1.0}, "a": {"mean": 54.0, "std": 1.0}}
-    e = paper_effect(base, better)
-    assert e["a_gain"] == pytest.approx(4.0) and e["a_spread"] == 3.0 and e["a_beats_by_more_than_spread"]
-    assert e["mix_change"] == pytest.approx(1.5) and e["mix_spread"] == 2.0 and e["mix_within_spread"] and e["shown"]
-    within_noise = {"mix": {"mean": 40.0, "std": 1.0}, "a": {"mean": 52.5, "std": 1.0}}  # +2.5 < spread 3
-    assert not paper_effect(base, within_noise)["shown"]
-    mix_drops = {"mix": {"mean": 37.0, "std": 1.0}, "a": {"mean": 60.0, "std": 1.0}}  # Mix -3 > spread 2
-    e = paper_effect(base, mix_drops)
-    assert e["a_beats_by_more_than_spread"] and not e["mix_within_spread"] and not e["shown"]
+def test_shipped_paper_numbers_cover_the_papers_sweep():
+    paper = read_paper_numbers()
+    assert sorted(paper["lambdas"], key=float) == ["0", "0.1", "0.2", "0.5", "0.8"]
+    for tables_ in paper["lambdas"].values():
+        assert set(tables_["bgknown"]) == {"Mix", "(a)", "(b)", "(c)"} and set(tables_["general"]) == {"accuracy"}
+        assert set(tables_["apwd"]) == {f"{s} R@{k}" for s in ("rain", "traffic") for k in (1, 5, 10)}
+    assert "Takeuchi" in paper["citation"] and "AudioSet" in paper["setup"]
+
+
+def test_t_interval_by_hand():
+    i = t_interval([1.0, 2.0, 3.0, 4.0])  # mean 2.5, sd sqrt(5/3) = 1.2910, t(0.975, 3) = 3.1824
+    assert i.mean == 2.5 and i.sd == pytest.approx(math.sqrt(5 / 3)) and i.n == 4
+    assert (i.lo, i.hi) == pytest.approx((2.5 - 3.182446 * 1.290994 / 2, 2.5 + 3.182446 * 1.290994 / 2), abs=1e-5)
+    assert (i.lo, i.hi) == pytest.approx((0.445737, 4.554263), abs=1e-5)
+    j = t_interval([-2.0, 4.0])  # mean 1, sd 4.2426, t(0.975, 1) = 12.7062: half width 38.12
+    assert (j.lo, j.hi) == pytest.approx((1 - 12.706205 * 3.0, 1 + 12.706205 * 3.0), abs=1e-4)
+    one = t_interval([5.0])
+    assert one.mean == 5.0 and one.lo is None and one.hi is None and one.sd is None
+
+
+def test_verdict_reads_the_a_and_mix_intervals():
+    gain, loss, around = t_interval([3.0, 4.0, 5.0]), t_interval([-5.0, -4.0, -3.0]), t_interval([-1.0, 0.5, 1.5])
+    assert verdict(gain, around)["verdict"] == "shown"
+    assert verdict(gain, gain)["verdict"] == "shown"  # Mix rising is no loss
+    assert verdict(gain, loss) == {**verdict(gain, loss), "verdict": "not shown"}
+    assert "Mix interval lies below 0" in verdict(gain, loss)["reason"]
+    assert verdict(loss, around)["verdict"] == "reversed"
+    assert verdict(around, around)["verdict"] == "not shown" and "includes 0" in verdict(around, around)["reason"]
+    single = verdict(t_interval([9.0]), t_interval([0.0]))
+    assert single["verdict"] == "not shown" and single["n"] == 1 and "no interval" in single["reason"]
+    assert verdict(gain, around)["n"] == 3
+
+
+def _model(seed: int, lam: float, bg: dict[str, float], general: float = 50.0) -> dict:
+    """A results.json model entry with just what the analysis reads; bg: {condition: eval-seed mean}."""
+    return {"lam": lam, "pretrain_seed": seed, "title": f"λ = {lam:g}",
+            "bgknown": {c: {"mean": v, "std": 0.5} for c, v in bg.items()},
+            "apwd": {s: {f"R@{k}": {"mean": 10.0 * k + seed, "std": 0.0} for k in (1, 5, 10)} for s in ("rain", "traffic")},
+            "general": {"mean": general, "std": 0.0}}
+
+
+def _models(a_gains: list[float], mix_gains: list[float], seeds: list[int]) -> dict:
+    models = {}
+    for seed, ga, gm in zip(seeds, a_gains, mix_gains):
+        base = {"mix": 40.0 + seed, "a": 50.0 + 2 * seed, "b": 45.0, "c": 42.0}
+        models[f"seed{seed}/lam0"] = _model(seed, 0.0, base, 60.0 + seed)
+        models[f"seed{seed}/lam0.5"] = _model(seed, 0.5, {**base, "mix": base["mix"] + gm, "a": base["a"] + ga}, 59.0 + seed)
+    return models
+
+
+def test_paired_analysis_by_hand():
+    # the seed moves both models alike (+2 per seed on (a)); the pairs remove that
+    r = analyse(_models([3.0, 4.0, 5.0], [-1.0, 0.5, 1.5], [0, 1, 2]), [0.0, 0.5], ["rain", "traffic"])
+    base_a = r["per_lambda"]["lam0"]["bgknown.a"]
+    assert base_a["values"] == [50.0, 52.0, 54.0] and base_a["mean"] == 52.0 and base_a["n"] == 3
+    assert base_a["ci"] == pytest.approx([52.0 - 4.302653 * 2.0 / math.sqrt(3), 52.0 + 4.302653 * 2.0 / math.sqrt(3)], abs=1e-5)
+    d = r["paired"]["lam0.5"]["bgknown.a"]
+    assert d["differences"] == [3.0, 4.0, 5.0] and d["mean"] == 4.0
+    assert d["ci"] == pytest.approx([4.0 - 4.302653 / math.sqrt(3), 4.0 + 4.302653 / math.sqrt(3)], abs=1e-5)  # sd 1
+    assert r["paired"]["lam0.5"]["general.accuracy"]["differences"] == [-1.0, -1.0, -1.0]
+    assert r["paired"]["lam0.5"]["apwd.rain.R@5"]["differences"] == [0.0, 0.0, 0.0]
+    e = r["effect"]["lam0.5"]
+    assert e["verdict"] == "shown" and e["n"] == 3 and e["a"]["mean"] == 4.0
+    # unpaired, the same numbers could not show it: the λ = 0.5 and λ = 0 (a) intervals overlap
+    other_a = r["per_lambda"]["lam0.5"]["bgknown.a"]
+    assert other_a["ci"][0] < base_a["ci"][1]
+    with pytest.raises(DemoError, match="both models at every pretraining seed"):
+        models = _models([3.0, 4.0], [0.0, 0.0], [0, 1])
+        del models["seed1/lam0.5"]
+        analyse(models, [0.0, 0.5], ["rain", "traffic"])
+
+
+def _results(seeds: list[int], a_gains: list[float], budget: str = "full") -> dict:
+    models = _models(a_gains, [0.0] * len(seeds), seeds)
+    tasks = {"bgknown": {"n_classes": 12}, "apwd": {"rain": {}, "traffic": {}}, "general": {}}
+    return {"format": FORMAT, "budget": {"name": budget}, "text_encoder": "hash", "seed": 0, "tasks": tasks,
+            "pretrain_seeds": seeds, "lambdas": [0.0, 0.5], "models": models,
+            **analyse(models, [0.0, 0.5], ["rain", "traffic"])}
+
+
+def test_demo_seeds_combines_demos_by_pretraining_seed(tmp_path, capsys):
+    r01, r2 = _results([0, 1], [3.0, 5.0]), _results([2], [4.0])
+    combined = combine_results([r2, r01])
+    assert combined["pretrain_seeds"] == [0, 1, 2] and combined["combined_from"] == 2
+    assert combined["paired"]["lam0.5"]["bgknown.a"]["differences"] == [3.0, 5.0, 4.0]
+    assert combined["effect"]["lam0.5"]["verdict"] == "shown" and combined["effect"]["lam0.5"]["n"] == 3
+    text = seeds_table([r01, r2])
+    assert "(n = 3; from 2 demos)" in text and "λ = 0.5: effect shown (n = 3;" in text
+    lo, hi = 4.0 - 4.302653 / math.sqrt(3), 4.0 + 4.302653 / math.sqrt(3)
+    assert f"(a) +4.0 [+{lo:.1f}, +{hi:.1f}]" in text
+    with pytest.raises(DemoError, match="give each pretraining seed once"):
+        combine_results([r01, r01])
+    with pytest.raises(DemoError, match="differ in more than the pretraining seeds"):
+        combine_results([r01, _results([2], [4.0], budget="quick")])
+    with pytest.raises(DemoError, match="earlier format"):
+        combine_results([r01, {**r2, "format": "hear-diffbyola/demo-results/1"}])
+    for i, r in enumerate((r01, r2)):
+        (tmp_path / f"d{i}").mkdir()
+        (tmp_path / f"d{i}" / "results.json").write_text(json.dumps(r))
+    assert main(["demo-seeds", str(tmp_path / "d0"), str(tmp_path / "d1" / "results.json")]) == 0
+    out = capsys.readouterr().out
+    assert "effect shown" in out and "paper: λ = 0.8" in out  # the paper's sweep beside ours by default
 
 
 def test_scene_task_sizes_per_split_and_read_back(tmp_path):
@@ -264,36 +453,3 @@ def test_scene_task_linear_eval_separates_what_the_embedder_separates(tmp_path):
     noise = Embedder(lambda w: rng.normal(size=(w.shape[0], 8)).astype(np.float32), name="noise", sample_rate=16000,
                      identity="noise")
     assert evaluate_scene_task(task, noise, seeds=(0,), progress=False)["accuracy"]["mean"] < 70.0
-
-
-def _fake_results(pretrain_seed: int, bg: dict[str, dict[str, float]]) -> dict:
-    """A results.json skeleton with just what seeds_table reads; bg: {model key: {condition: eval-seed mean}}."""
-    return {"budget": {"name": "full"}, "text_encoder": "hash", "seed": 0, "pretrain_seed": pretrain_seed,
-            "models": {k: {"title": k, "bgknown": {c: {"mean": m, "std": 0.5} for c, m in means.items()}}
-                       for k, means in bg.items()}}
-
-
-def test_seeds_table_pools_pretraining_seeds_by_hand(tmp_path, capsys):
-    conds = ("mix", "a", "b", "c")
-    r0 = _fake_results(0, {"lam0": dict(zip(conds, (50.0, 50.0, 40.0, 30.0))),
-                           "lam0.5": dict(zip(conds, (49.0, 56.0, 41.0, 31.0)))})
-    r1 = _fake_results(1, {"lam0": dict(zip(conds, (46.0, 48.0, 40.0, 30.0))),
-                           "lam0.5": dict(zip(conds, (47.0, 54.0, 41.0, 31.0)))})
-    rows = [line for line in seeds_table([r1, r0]).splitlines() if line.startswith("| ")][1:]
-    assert [r.split(" | ")[0] for r in rows] == ["| 0", "| 0", "| 1", "| 1", "| all (2)", "| all (2)"]
-    # λ = 0: Mix (50, 46) -> 48 ± 2, (a) (50, 48) -> 49 ± 1; λ = 0.5: Mix 48 ± 1, (a) 55 ± 1
-    assert "| all (2) | lam0 | 48.0 ± 2.0 | 49.0 ± 1.0 |" in rows[4] and "| 48.0 ± 1.0 | 55.0 ± 1.0 |" in rows[5]
-    text = seeds_table([r0, r1])
-    assert "(a) changes by +6.0 points (spread 1.0) and Mix by +0.0 (spread 2.0): effect shown" in text
-    with pytest.raises(DemoError, match="same pretraining seed"):
-        seeds_table([r0, r0])
-    other = {**r1, "text_encoder": "minilm"}
-    with pytest.raises(DemoError, match="more than the pretraining seed"):
-        seeds_table([r0, other])
-    for i, r in enumerate((r0, r1)):
-        (tmp_path / f"d{i}").mkdir()
-        (tmp_path / f"d{i}" / "results.json").write_text(json.dumps(r))
-    assert main(["demo-seeds", str(tmp_path / "d0"), str(tmp_path / "d1" / "results.json")]) == 0
-    assert "effect shown" in capsys.readouterr().out
-    assert main(["demo-seeds", str(tmp_path / "d0")]) == 2
-    assert "at least two demos" in capsys.readouterr().err

@@ -8,9 +8,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from hear_diffbyola.config import PretrainConfig
 from hear_diffbyola.train import git_commit
@@ -18,9 +19,18 @@ from hear_diffbyola.weights import atomic_write
 
 from .report import read_paper_numbers, render_report, write_plots
 from .results import collect_results, utc_now
-from .settings import BUDGETS, GENERAL_SPLITS, LAMBDAS, SEED, DemoBudget, DemoError, model_key
+from .settings import (
+    BUDGETS,
+    GENERAL_SPLITS,
+    LAMBDAS,
+    SEED,
+    DemoBudget,
+    DemoError,
+    model_key,
+    run_key,
+)
 
-__all__ = ["DemoRun", "STATE", "run_demo", "pretraining_finished"]
+__all__ = ["STATE", "DemoRun", "check_lambdas", "check_pretrain_seeds", "pretraining_finished", "run_demo"]
 
 STATE = "demo_state.json"
 
@@ -34,7 +44,8 @@ class DemoRun:
     device: str
     text_encoder: str
     progress: bool
-    pretrain_seed: int = SEED
+    pretrain_seeds: tuple[int, ...] = (SEED,)
+    lambdas: tuple[float, ...] = LAMBDAS
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -57,17 +68,18 @@ class DemoRun:
         self.save_state()
         print(f"[demo] ({number}/{total}) {name}: {wall:.0f} s", flush=True)
 
-    def run_dir(self, lam: float) -> Path:
-        return self.out / "runs" / model_key(lam)
+    # one folder per pretraining seed: every λ of a seed shares its data order and initialisation
+    def run_dir(self, seed: int, lam: float) -> Path:
+        return self.out / "runs" / f"seed{seed}" / model_key(lam)
 
-    def weights(self, lam: float) -> Path:
-        return self.out / "weights" / f"{model_key(lam)}.safetensors"
+    def weights(self, seed: int, lam: float) -> Path:
+        return self.out / "weights" / f"seed{seed}" / f"{model_key(lam)}.safetensors"
 
     def task(self, name: str) -> Path:
         return self.out / "tasks" / name
 
-    def result(self, task: str, lam: float) -> Path:
-        return self.out / "results" / f"{task}_{model_key(lam)}.json"
+    def result(self, task: str, seed: int, lam: float) -> Path:
+        return self.out / "results" / f"seed{seed}" / f"{task}_{model_key(lam)}.json"
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -75,20 +87,49 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
-def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seed: int) -> dict[str, Any]:
+def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:
+    """λ = 0 first (every other λ is paired with it), then the others in the order given, each once, in [0, 1]."""
+    lams = tuple(float(x) for x in lambdas)
+    if not lams or lams[0] != 0.0:
+        raise DemoError(f"--lambdas must start with 0 (the BYOL-A baseline every other λ is compared with), got "
+                        f"{', '.join(f'{x:g}' for x in lams) or 'none'}")
+    if len(lams) < 2 or len(set(lams)) != len(lams) or not all(0.0 < x <= 1.0 for x in lams[1:]):
+        raise DemoError(f"--lambdas: after 0 give one or more distinct values in (0, 1], e.g. 0,0.2,0.5,0.8; got "
+                        f"{', '.join(f'{x:g}' for x in lams)}")
+    return lams
+
+
+def check_pretrain_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
+    out = tuple(int(s) for s in seeds)
+    if not out or len(set(out)) != len(out) or min(out) < 0:
+        raise DemoError(f"--pretrain-seeds must be distinct non-negative integers, e.g. 0,1,2; got {list(out)}")
+    return out
+
+
+# what must match to continue a demo in the same folder; pretraining seeds and λ may grow (their stages are
+# named by seed and λ, so the ones done stay valid)
+FIXED_SETTINGS = ("budget", "text_encoder", "seed")
+
+
+def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds: tuple[int, ...],
+                lambdas: tuple[float, ...]) -> dict[str, Any]:
     """The state of an earlier demo in ``out`` with the same settings, or a fresh one; other settings -> error."""
     path = out / STATE
-    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(LAMBDAS), "seed": SEED,
-                "pretrain_seed": pretrain_seed}
+    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(lambdas), "seed": SEED,
+                "pretrain_seeds": list(pretrain_seeds)}
     if path.is_file():
         try:
             state = json.loads(path.read_text())
         except ValueError as e:
             raise DemoError(f"{path} is unreadable ({e}); delete {out} or choose another --out") from e
-        if state.get("settings") != settings:
-            raise DemoError(f"{out} holds a demo run with other settings ({_describe(state.get('settings', {}))}, "
-                            f"asked: {_describe(settings)}); choose another --out, or "
-                            "delete it to start over")
+        old = state.get("settings", {})
+        if "pretrain_seeds" not in old:
+            raise DemoError(f"{out} holds a demo of an earlier format (one pretraining seed, no paired design); "
+                            "choose another --out, or delete it to start over")
+        if any(old.get(k) != settings[k] for k in FIXED_SETTINGS):
+            raise DemoError(f"{out} holds a demo run with other settings ({_describe(old)}, "
+                            f"asked: {_describe(settings)}); choose another --out, or delete it to start over")
+        state["settings"] = settings  # the seeds and λ asked now: the report covers these
         return state
     if out.exists() and any(out.iterdir()):
         raise DemoError(f"{out} exists and is not a demo folder (no {STATE}); choose another --out")
@@ -97,7 +138,7 @@ def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seed:
 
 def _describe(settings: dict[str, Any]) -> str:
     return (f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
-            f"pretrain seed {settings.get('pretrain_seed')}")
+            f"task seed {settings.get('seed')}")
 
 
 # ---------------------------------------------------------------- stages
@@ -116,12 +157,12 @@ def pretraining_finished(run_dir: Path, config: PretrainConfig) -> bool:
     return bool(summary.get("finished")) and (planned is None or summary.get("steps") == planned)
 
 
-def _pretrain(run: DemoRun, lam: float) -> None:
+def _pretrain(run: DemoRun, seed: int, lam: float) -> None:
     from hear_diffbyola.train import pretrain
     from hear_diffbyola.weights import export_run
 
-    run_dir = run.run_dir(lam)
-    config = run.budget.pretrain_config(lam, run.device, run.pretrain_seed)
+    run_dir = run.run_dir(seed, lam)
+    config = run.budget.pretrain_config(lam, run.device, seed)
     if pretraining_finished(run_dir, config):
         print(f"[demo] {run_dir} is a finished pretraining run; kept as it is", flush=True)
     else:  # a run stopped before its last step resumes from its last checkpoint
@@ -129,7 +170,7 @@ def _pretrain(run: DemoRun, lam: float) -> None:
         if resume:
             print(f"[demo] resuming {run_dir} from its last checkpoint", flush=True)
         pretrain(config, run_dir, resume=resume, progress=run.progress)
-    export_run(run_dir, run.weights(lam))
+    export_run(run_dir, run.weights(seed, lam))
 
 
 def _fresh(path: Path) -> Path:
@@ -174,70 +215,78 @@ def _linear_config(run: DemoRun):
     return LinearEvalConfig(max_epochs=run.budget.linear_max_epochs, patience=run.budget.linear_patience)
 
 
-def _eval_bgknown(run: DemoRun, lam: float) -> None:
+def _eval_bgknown(run: DemoRun, seed: int, lam: float) -> None:
     from ..bgknown.evaluate import evaluate
     from ..bgknown.manifest import load_task
     from ..embedders import ours
 
-    result = evaluate(load_task(run.task("bgknown")), ours(run.weights(lam), run.device),
+    result = evaluate(load_task(run.task("bgknown")), ours(run.weights(seed, lam), run.device),
                       tuple(range(run.budget.seeds)), _linear_config(run), run.out / "cache" / "bgknown", 16, run.progress)
-    write_json(run.result("bgknown", lam), result)
+    write_json(run.result("bgknown", seed, lam), result)
 
 
-def _eval_apwd(run: DemoRun, lam: float) -> None:
+def _eval_apwd(run: DemoRun, seed: int, lam: float) -> None:
     from ..apwd.evaluate import evaluate_apwd
     from ..apwd.retrieval import RetrievalConfig
     from ..apwd.text import make_text_encoder
     from ..embedders import ours
 
     config = RetrievalConfig(epochs=run.budget.apwd_epochs, patience=run.budget.apwd_patience)
-    result = evaluate_apwd(run.task("apwd"), ours(run.weights(lam), run.device),
+    result = evaluate_apwd(run.task("apwd"), ours(run.weights(seed, lam), run.device),
                            make_text_encoder(run.text_encoder), None, tuple(range(run.budget.seeds)), config,
                            run.out / "cache" / "apwd", run.progress)
-    write_json(run.result("apwd", lam), result)
+    write_json(run.result("apwd", seed, lam), result)
 
 
-def _eval_general(run: DemoRun, lam: float) -> None:
+def _eval_general(run: DemoRun, seed: int, lam: float) -> None:
     from ..embedders import hear_module
     from ..scene_task import evaluate_scene_task
 
     # through the HEAR API (load_model / get_scene_embeddings), as hear-eval-kit would embed it
-    embedder = hear_module("hear_diffbyola", run.weights(lam), run.device)
+    embedder = hear_module("hear_diffbyola", run.weights(seed, lam), run.device)
     result = evaluate_scene_task(run.task("general"), embedder, tuple(range(run.budget.seeds)), _linear_config(run),
                                  progress=run.progress)
-    write_json(run.result("general", lam), result)
+    write_json(run.result("general", seed, lam), result)
 
 
 def _plan(run: DemoRun) -> list[tuple[str, Callable[[], None]]]:
-    """(stage name, what it does), in order: both pretrainings, the three task builds, then per model its evaluations."""
+    """(stage name, what it does), in order: the pretrainings (per seed, every λ), the three task builds, then
+    per seed and λ its evaluations. Stage names carry the seed and λ, so more seeds or λ extend a demo."""
     plan: list[tuple[str, Callable[[], None]]] = []
-    for lam in LAMBDAS:
-        plan.append((f"pretrain {model_key(lam)}", lambda lam=lam: _pretrain(run, lam)))
+    pairs = [(seed, lam) for seed in run.pretrain_seeds for lam in run.lambdas]
+    for seed, lam in pairs:
+        plan.append((f"pretrain {run_key(seed, lam)}", lambda seed=seed, lam=lam: _pretrain(run, seed, lam)))
     plan += [("build bgknown", lambda: _build_bgknown(run)), ("build apwd", lambda: _build_apwd(run)),
              ("build general", lambda: _build_general(run))]
-    for lam in LAMBDAS:
-        plan += [(f"eval bgknown {model_key(lam)}", lambda lam=lam: _eval_bgknown(run, lam)),
-                 (f"eval apwd {model_key(lam)}", lambda lam=lam: _eval_apwd(run, lam)),
-                 (f"eval general {model_key(lam)}", lambda lam=lam: _eval_general(run, lam))]
+    for seed, lam in pairs:
+        key = run_key(seed, lam)
+        plan += [(f"eval bgknown {key}", lambda seed=seed, lam=lam: _eval_bgknown(run, seed, lam)),
+                 (f"eval apwd {key}", lambda seed=seed, lam=lam: _eval_apwd(run, seed, lam)),
+                 (f"eval general {key}", lambda seed=seed, lam=lam: _eval_general(run, seed, lam))]
     return plan
 
 
 def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str = "auto", text_encoder: str = "hash",
-             pretrain_seed: int = SEED, paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Run (or finish) the demo in ``out``; returns the collected results (also ``OUT/results.json``).
+             pretrain_seeds: Sequence[int] | None = None, lambdas: Sequence[float] = LAMBDAS,
+             paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Run (or finish, or extend) the demo in ``out``; returns the collected results (also ``OUT/results.json``).
 
-    ``pretrain_seed`` changes only the pretraining of both models (tasks and evaluation seeds stay), so
-    demos with different values measure how much the comparison moves with the pretraining seed."""
+    Every λ is pretrained once per pretraining seed (default: the budget's ``pretrain_seeds``) with that
+    seed's data order and initialisation; tasks and evaluation seeds are the same for all. The effect of
+    each λ > 0 is its paired difference to λ = 0 per seed, with a t interval over the seeds.
+    ``paper_numbers``: a JSON file to show instead of the paper's numbers shipped with the package."""
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise DemoError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
         budget = BUDGETS[budget]
-    paper = read_paper_numbers(paper_numbers) if paper_numbers else None
+    seeds = check_pretrain_seeds(budget.pretrain_seeds if pretrain_seeds is None else pretrain_seeds)
+    lams = check_lambdas(lambdas)
+    paper = read_paper_numbers(paper_numbers)
     from hear_diffbyola.train import pick_device
 
     out = Path(out)
-    run = DemoRun(out, budget, str(pick_device(device)), text_encoder, progress, pretrain_seed)
-    run.state = _open_state(out, budget, text_encoder, pretrain_seed)
+    run = DemoRun(out, budget, str(pick_device(device)), text_encoder, progress, seeds, lams)
+    run.state = _open_state(out, budget, text_encoder, seeds, lams)
     out.mkdir(parents=True, exist_ok=True)
     run.save_state()
     t0 = time.perf_counter()
@@ -246,7 +295,7 @@ def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str
     for i, (name, fn) in enumerate(plan, 1):
         run.stage(i, total, name, fn)
     print(f"[demo] ({total}/{total}) report ...", flush=True)
-    results = collect_results(run, time.perf_counter() - t0)
+    results = collect_results(run, time.perf_counter() - t0, [name for name, _ in plan])
     write_json(out / "results.json", results)
     plots = write_plots(out, results)
     (out / "report.md").write_text(render_report(results, plots, paper))

@@ -36,8 +36,15 @@ from .. import TaskError
 from .build import POOL_STREAM, Job, _build
 from .manifest import BuildParams
 
-__all__ = ["FolderClip", "read_foreground_folder", "read_background_folder", "split_by_class", "folder_jobs",
-           "build_from_folders", "DEFAULT_TEST_FRACTION"]
+__all__ = [
+    "DEFAULT_TEST_FRACTION",
+    "FolderClip",
+    "build_from_folders",
+    "folder_jobs",
+    "read_background_folder",
+    "read_foreground_folder",
+    "split_by_class",
+]
 
 DEFAULT_TEST_FRACTION = 1 / 3
 BG_SIDE_STREAM = 12  # generator stream of the background side split (the build's other streams: build.py)
@@ -63,7 +70,7 @@ def read_foreground_folder(root: str | Path, min_per_class: int = 3) -> list[Fol
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
     if loose:
         raise TaskError(f"foreground folder {root}: {len(loose)} audio file(s) lie directly in it, outside a class "
-                        f"folder (first: {sorted(loose)[0]}); move each into the subfolder of its class")
+                        f"folder (first: {min(loose)}); move each into the subfolder of its class")
     clips = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         clips += [FolderClip(str(f.relative_to(root)), folder.name) for f in _audio_files(folder)]
@@ -131,7 +138,7 @@ def folder_jobs(clips: Sequence[FolderClip], backgrounds: Sequence[dict[str, Any
         raise TaskError(f"--test-fraction must be in (0, 1), got {test_fraction}")
     train_idx, test_idx = split_by_class([c.label for c in clips], test_fraction, seed)
     order = np.random.default_rng([seed, BG_SIDE_STREAM]).permutation(len(backgrounds))
-    n_test_bg = min(max(int(round(test_fraction * len(backgrounds))), 1), len(backgrounds) - 1)
+    n_test_bg = min(max(round(test_fraction * len(backgrounds)), 1), len(backgrounds) - 1)
     sides = {1: [backgrounds[int(i)] for i in order[:n_test_bg]], 0: [backgrounds[int(i)] for i in order[n_test_bg:]]}
     jobs = []
     for pool, idx, prefix in ((0, train_idx, "dev"), (1, test_idx, "eval")):

@@ -264,6 +264,7 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
 def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Turn a pretraining run's last checkpoint into a weights file (online encoder + header). Returns the header."""
     run_dir = Path(run_dir)
+    _check_out_path(Path(out))
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if not ckpt_path.is_file():
         raise WeightsError(f"{run_dir} holds no checkpoint ({ckpt_path} missing); is it the --out of 'hear-diffbyola pretrain'?")
@@ -299,6 +300,20 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
                            f"{_one_line(e)}") from e
     save_weights(out, state, header)
     return header
+
+
+def _check_out_path(out: Path) -> None:
+    """WeightsError before any work when ``out`` cannot become a weights file the loader reads back."""
+    if out.is_dir():
+        raise WeightsError(f"--out {out} is a folder; give a file path, e.g. {out / 'NAME.safetensors'}")
+    if out.suffix != ".safetensors":
+        raise WeightsError(f"--out {out} must end in .safetensors (the loader reads any other file as an official "
+                           "BYOL-A .pth)")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise WeightsError(f"--out {out}: {parent} is a file, not a folder; choose another path")
+            break
 
 
 # what export_run reads from a checkpoint: top-level keys, then config sections and their keys

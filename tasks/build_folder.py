@@ -7,6 +7,9 @@ system, so renames are atomic); once it is complete the old build is renamed asi
 (``.<name>.old-<pid>``), the new one renamed into place, and the old one deleted. So a build that
 fails or is killed half-way leaves the old build as it was, and a folder never mixes two builds.
 Staging folders left by a killed build (their pid is gone) are removed at the next build.
+
+``check_output_folder`` / ``check_output_file``: the evaluators' output paths, checked before the work
+starts, so a results path that cannot be written fails in a second, not after an hour of evaluation.
 """
 from __future__ import annotations
 
@@ -19,7 +22,7 @@ from typing import Callable, Iterator
 
 from . import TaskError
 
-__all__ = ["building", "stale_staging"]
+__all__ = ["building", "check_output_file", "check_output_folder", "stale_staging"]
 
 _STAGING = re.compile(r"^\.(?P<name>.+)\.(?:building|old)-(?P<pid>\d+)$")
 
@@ -103,3 +106,31 @@ def building(out: str | Path, force: bool, is_build: Callable[[Path], bool], wha
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _file_in_the_way(path: Path) -> Path | None:
+    """The first existing ancestor of ``path`` that is a file (no folder can be made under it), if any."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else parent
+    return None
+
+
+def check_output_folder(path: str | Path, flag: str) -> Path:
+    """Before a long evaluation: ``path`` (given as ``flag``) must be a folder or creatable as one."""
+    path = Path(path)
+    blocker = path if path.exists() and not path.is_dir() else _file_in_the_way(path)
+    if blocker is not None:
+        raise TaskError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}")
+    return path
+
+
+def check_output_file(path: str | Path, flag: str) -> Path:
+    """Before a long evaluation: ``path`` (given as ``flag``) must be a file or creatable as one."""
+    path = Path(path)
+    if path.is_dir():
+        raise TaskError(f"{flag} {path} is a folder; give a file path, e.g. {path / 'results.json'}")
+    blocker = _file_in_the_way(path)
+    if blocker is not None:
+        raise TaskError(f"{flag} {path}: {blocker} is a file, not a folder; choose another {flag}")
+    return path

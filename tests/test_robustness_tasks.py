@@ -545,3 +545,24 @@ def test_export_of_a_checkpoint_missing_keys_or_onto_a_full_disk_is_a_one_line_e
     assert "no space left on device" in line and "the previous w.safetensors is intact" in line
     assert (tmp_path / "w.safetensors").read_bytes() == before
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_output_paths_that_cannot_be_written_fail_before_any_work(bgtask, tmp_path, capsys, monkeypatch):
+    install_module(monkeypatch, "fine_hear", FINE_HEAR)
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    (tmp_path / "adir").mkdir()
+    run = tiny_checkpoint(tmp_path / "run")
+    for out, message in ((tmp_path / "adir", "is a folder; give a file path"),
+                         (afile / "w.safetensors", f"{afile} is a file, not a folder"),
+                         (tmp_path / "w.st", "must end in .safetensors")):
+        assert message in one_line_error(["export", str(run), "--out", str(out)], capsys)
+    assert f"{afile} is a file, not a folder" in one_line_error(
+        ["apwd", "eval", "--data", str(tmp_path), "--hear-module", "fine_hear", "--text-encoder", "hash",
+         "--out", str(afile), "--no-progress"], capsys)
+    assert "--json" in one_line_error(["bgknown", "eval", "--task", str(bgtask), "--hear-module", "fine_hear",
+                                       "--json", str(tmp_path / "adir"), "--no-progress"], capsys)
+    assert f"{afile} is a file, not a folder" in one_line_error(
+        ["bgknown", "export-heareval", "--task", str(bgtask), "--hear-module", "fine_hear", "--out", str(afile / "x"),
+         "--no-progress"], capsys)
+    assert not (bgtask / "embeddings").exists() or not any((bgtask / "embeddings").glob("fine_hear*"))  # nothing embedded

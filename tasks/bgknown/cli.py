@@ -72,6 +72,7 @@ def _embedders(args: argparse.Namespace) -> list[Embedder]:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .. import TaskError
+    from ..build_folder import check_output_file
     from ..linear_eval import LinearEvalConfig
     from .evaluate import evaluate, markdown_table
     from .manifest import load_task
@@ -80,11 +81,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise TaskError(f"--seeds must be at least 1, got {args.seeds}")
     task = load_task(args.task)
     config = LinearEvalConfig(max_epochs=args.max_epochs, patience=args.patience)
+    json_path = check_output_file(args.json or task.root / "results.json", "--json")  # before the work, not after
+    md_path = check_output_file(args.markdown or task.root / "results.md", "--markdown")
     results = [evaluate(task, e, tuple(range(args.seeds)), config, args.cache_dir, args.batch_size, not args.no_progress,
                         norm=args.norm) for e in _embedders(args)]
     table = markdown_table(results)
-    json_path = Path(args.json or task.root / "results.json")
-    md_path = Path(args.markdown or task.root / "results.md")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     md_path.parent.mkdir(parents=True, exist_ok=True)
@@ -96,12 +97,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .. import TaskError
+    from ..build_folder import check_output_folder
     from .heareval_export import export_heareval
     from .manifest import load_task
 
     if args.model and len(args.model) > 1:
         raise TaskError("export-heareval writes one model at a time: give a single --model (and --out per model)")
     task = load_task(args.task)
+    check_output_folder(args.out, "--out")  # before the embedding, not after it
     folders = export_heareval(task, _embedders(args)[0], args.out, args.cache_dir, args.batch_size,
                               not args.no_progress, args.force, norm=args.norm)
     print("[hear-diffbyola] wrote " + ", ".join(str(f) for f in folders))

@@ -17,11 +17,13 @@ from dataclasses import dataclass
 from typing import Callable, Iterator
 
 import torch
-import torch.nn.functional as F
 
+from .inference import inference_encoder, logmel_time_major
 from .weights import PretrainedModel
 
 DEFAULT_CHUNK = 512  # encoder frames per chunk (v2: 20 s, v1: 41 s of audio); bounds activation memory
+# log-mel frames per encoder call (clips x chunk length); measured in bench/embed_throughput.py
+TILE_FRAMES = 1024
 DENSE_STEP = 4  # log-mel frames between dense (HEAR / s3prl) frames: 40 ms at a 10 ms hop
 
 FrameFn = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -106,77 +108,177 @@ def _check(grid: FrameGrid, wave: torch.Tensor) -> None:
                          "needed; zero-pad it first")
 
 
-def _logmel_chunk(model: PretrainedModel, padded: torch.Tensor, a: int, b: int) -> torch.Tensor:
-    """Normalised log-mel frames [a, b) of the waveform, from its reflect-padded copy: (B, 1, F, b - a)."""
-    hop, n_fft = model.frontend.config.hop_length, model.frontend.config.n_fft
-    seg = padded[:, a * hop:(b - 1) * hop + n_fft]
-    return model.frontend.norm(model.frontend.logmel(seg, center=False)).unsqueeze(1)
+def _segment(wave: torch.Tensor, a: int, b: int, hop: int, n_fft: int) -> torch.Tensor:
+    """Samples of log-mel frames [a, b) of the centred STFT (reflect padding by n_fft // 2): (B, (b - a - 1) hop + n_fft).
+
+    A view of the waveform inside it; only a segment reaching past an end is built, by reflected indices,
+    so the clip itself is never copied (a 20-min clip is 77 MB)."""
+    pad, n = n_fft // 2, wave.shape[1]
+    lo, hi = a * hop - pad, (b - 1) * hop + n_fft - pad  # waveform coordinates, possibly outside [0, n)
+    if lo >= 0 and hi <= n:
+        return wave[:, lo:hi]
+    idx = torch.arange(lo, hi, device=wave.device).abs()  # reflect at 0: -i -> i
+    idx = torch.where(idx >= n, 2 * (n - 1) - idx, idx)  # reflect at n - 1: n - 1 + k -> n - 1 - k
+    return wave.index_select(1, idx)
 
 
-def iter_chunks(model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: int = 0,
-                chunk_frames: int = DEFAULT_CHUNK) -> Iterator[list[torch.Tensor]]:
-    """Yield ``fn``'s per-chunk outputs for the encoder grid starting at log-mel frame ``shift``.
-
-    ``fn`` maps a normalised log-mel chunk (B, 1, F, L) to tensors (B, L // r, D); the yielded
-    pieces, concatenated over time, equal ``fn`` applied to the whole shifted log-mel.
-    """
-    grid = FrameGrid.of(model, 1)
-    r, ctx = grid.reduction, grid.chunk_context
+def _logmel_chunk(model: PretrainedModel, wave: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Normalised log-mel frames [a, b) of the waveform, time-major: (B, 1, b - a, F)."""
     fe = model.frontend.config
-    n_mel = grid.n_log_mel(wave.shape[1])
+    return logmel_time_major(model.frontend, _segment(wave, a, b, fe.hop_length, fe.n_fft))
+
+
+def _chunk_spans(grid: FrameGrid, n_mel: int, shift: int, chunk_frames: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """(a, b, skip, j0, j1): encoder frames j0..j1 - 1 of the grid starting at log-mel frame ``shift`` come
+    from log-mel frames [a, b), as outputs skip .. skip + j1 - j0 - 1 of that chunk."""
+    r, ctx = grid.reduction, grid.chunk_context
     n_out = (n_mel - shift) // r
-    padded = F.pad(wave[:, None], (fe.n_fft // 2, fe.n_fft // 2), mode="reflect")[:, 0]
     for j0 in range(0, n_out, chunk_frames):
         j1 = min(j0 + chunk_frames, n_out)
         first = shift + r * j0
         a = max(shift, first - ctx)
         # to the real end on the last chunk, so edge effects match the unchunked pass
         b = n_mel if j1 == n_out else min(n_mel, shift + r * j1 + ctx)
-        outs = fn(_logmel_chunk(model, padded, a, b))
-        skip = (first - a) // r
+        yield a, b, (first - a) // r, j0, j1
+
+
+def _fast_chunk(grid: FrameGrid, chunk_frames: int, tile_frames: int) -> int:
+    """Encoder frames per chunk for the fast path: the caller's ``chunk_frames``, at most a tile long."""
+    return max(1, min(chunk_frames, tile_frames // grid.reduction))
+
+
+def _groups(grid: FrameGrid, n_sounds: int, n_mel: int, chunk_frames: int, tile_frames: int) -> Iterator[slice]:
+    """Slices of the batch whose chunks hold about ``tile_frames`` log-mel frames together: activations stay
+    a few MB (in cache, and below glibc's mmap threshold, so no page faults) whatever the batch."""
+    per_sound = min(n_mel, chunk_frames * grid.reduction + 2 * grid.chunk_context)
+    size = max(1, tile_frames // per_sound)
+    for i in range(0, n_sounds, size):
+        yield slice(i, min(i + size, n_sounds))
+
+
+def _time_major(fn: FrameFn) -> bool:
+    return bool(getattr(fn, "time_major", False))
+
+
+def iter_chunks(model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: int = 0,
+                chunk_frames: int = DEFAULT_CHUNK) -> Iterator[list[torch.Tensor]]:
+    """Yield ``fn``'s per-chunk outputs for the encoder grid starting at log-mel frame ``shift``.
+
+    ``fn`` maps a normalised log-mel chunk (B, 1, F, L) (or time-major (B, 1, L, F) if ``fn.time_major``)
+    to tensors (B, L // r, D); the yielded pieces, concatenated over time, equal ``fn`` applied to the
+    whole shifted log-mel.
+    """
+    grid = FrameGrid.of(model, 1)
+    tm = _time_major(fn)
+    for a, b, skip, j0, j1 in _chunk_spans(grid, grid.n_log_mel(wave.shape[1]), shift, chunk_frames):
+        x = _logmel_chunk(model, wave, a, b)  # (B, 1, L, F)
+        outs = fn(x if tm else x.transpose(2, 3))
         yield [o[:, skip:skip + (j1 - j0)] for o in outs]
 
 
+class FastFrames:
+    """Frame function of the frozen inference copy (:mod:`hear_diffbyola.inference`), time-major input."""
+
+    time_major = True
+
+    def __init__(self, model: PretrainedModel, layers: bool = False) -> None:
+        self.fast = inference_encoder(model.encoder)
+        self.layers = layers
+
+    def __call__(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.fast.layer_frames(x) if self.layers else [self.fast.frames(x)]
+
+
 def encoder_frames(model: PretrainedModel) -> FrameFn:
-    return lambda x: [model.encoder.frames(x)]
+    """The encoder's frame embeddings, eval mode, through the fast inference copy."""
+    return FastFrames(model)
+
+
+def layer_frames(model: PretrainedModel) -> FrameFn:
+    """``encoder.layer_frames`` (s3prl's hidden states), eval mode, through the fast inference copy."""
+    return FastFrames(model, layers=True)
+
+
+def _interleave(outs: list[torch.Tensor], pieces: list[torch.Tensor], k: int, j: int, S: int) -> None:
+    # frame j of shift k is output j * S + k
+    n = pieces[0].shape[1]
+    for out, piece in zip(outs, pieces):
+        out[:, k + j * S:k + (j + n - 1) * S + 1:S] = piece
+
+
+def _dense_shared(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, outs: list[torch.Tensor],
+                  chunk_frames: int) -> None:
+    """Two 40 ms-shifted grids of a reduction-8 encoder from one pass per chunk (inference.phase_frames),
+    written interleaved into ``outs[0]`` (B, total, d)."""
+    fast = inference_encoder(model.encoder)
+    n_mel, step, r = grid.n_log_mel(wave.shape[1]), grid.step, grid.reduction
+    n_shifted = (n_mel - step) // r
+    for a, b, skip, j0, j1 in _chunk_spans(FrameGrid.of(model, 1), n_mel, 0, chunk_frames):
+        for k, frames in enumerate(fast.phase_frames(_logmel_chunk(model, wave, a, b), 2)):
+            n = min(j1, n_shifted if k else j1) - j0
+            if n > 0:
+                _interleave(outs, [frames[:, skip:skip + n]], k, j0, 2)
+    if n_shifted:
+        # frame 0 of the shifted grid starts at the clip's left edge in the two-pass reference: its
+        # receptive field holds zero padding where the shared pass holds signal; compute it exactly
+        x = _logmel_chunk(model, wave, step, min(n_mel, step + 3 * r))
+        outs[0][:, 1] = fast.frames(x)[:, 0]
 
 
 @torch.no_grad()
 def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None = None, fn: FrameFn | None = None,
-                 chunk_frames: int = DEFAULT_CHUNK) -> tuple[list[torch.Tensor], torch.Tensor]:
+                 chunk_frames: int = DEFAULT_CHUNK, tile_frames: int = TILE_FRAMES) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Frames on ``FrameGrid.of(model, shifts)`` (default: every 40 ms): ([(B, n, D) per output of fn],
-    centre times in ms (n,)). Default ``fn``: the encoder's frame embeddings (one output, D = d)."""
+    centre times in ms (n,)). Default ``fn``: the encoder's frame embeddings in eval mode (one output,
+    D = d), through the frozen inference copy; a shifted pair of grids shares one pass. The model is
+    never changed (no mode switch), so concurrent calls are safe."""
     grid = FrameGrid.of(model, shifts)
     _check(grid, wave)
+    total, S = grid.n_frames(wave.shape[1]), grid.shifts
+    n_mel = grid.n_log_mel(wave.shape[1])
+    shared = fn is None and S == 2 and grid.step * 2 == grid.reduction
+    if fn is None or isinstance(fn, FastFrames):
+        chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
     fn = fn or encoder_frames(model)
-    total = grid.n_frames(wave.shape[1])
-    S = grid.shifts
-    # Chunks go straight into their interleaved slots (frame j of shift k is output j*S + k), so memory
-    # is the output plus one chunk, not several copies of the output (20-min clips).
+    # Chunks go straight into their interleaved slots, so memory is the output plus one chunk, not
+    # several copies of the output (20-min clips).
     outs: list[torch.Tensor] = []
-    for k in range(S):
-        j = 0
-        for pieces in iter_chunks(model, wave, fn, k * grid.step, chunk_frames):
-            if S == 1 and j == 0 and pieces[0].shape[1] == total:
-                outs = pieces  # one pass in one chunk: nothing to interleave or copy
-                break
+    for rows in _groups(grid, wave.shape[0], n_mel, chunk_frames, tile_frames):
+        part = wave[rows]
+        if shared:
             if not outs:
-                outs = [p.new_empty(p.shape[0], total, p.shape[2]) for p in pieces]  # (B, total, D) each
-            n = pieces[0].shape[1]
-            for out, piece in zip(outs, pieces):
-                out[:, k + j * S:k + (j + n - 1) * S + 1:S] = piece
-            j += n
+                outs = [wave.new_empty(wave.shape[0], total, model.encoder.d)]
+            _dense_shared(model, part, grid, [o[rows] for o in outs], chunk_frames)
+            continue
+        for k in range(S):
+            j = 0
+            for pieces in iter_chunks(model, part, fn, k * grid.step, chunk_frames):
+                if S == 1 and j == 0 and pieces[0].shape[1] == total and part.shape[0] == wave.shape[0]:
+                    outs = pieces  # one pass in one chunk: nothing to interleave or copy
+                    break
+                if not outs:
+                    outs = [p.new_empty(wave.shape[0], total, p.shape[2]) for p in pieces]  # (B, total, D) each
+                _interleave([o[rows] for o in outs], pieces, k, j, S)
+                j += pieces[0].shape[1]
     return outs, grid.centres_ms(total)
 
 
 @torch.no_grad()
-def clip_embedding(model: PretrainedModel, wave: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK) -> torch.Tensor:
-    """BYOL-A clip embedding (mean + max over the encoder frames of the whole clip), in bounded memory: (B, d)."""
-    _check(FrameGrid.of(model, 1), wave)
-    total, peak, n = None, None, 0
-    for (frames,) in iter_chunks(model, wave, encoder_frames(model), 0, chunk_frames):
-        s, m = frames.sum(dim=1), frames.amax(dim=1)
-        total = s if total is None else total + s
-        peak = m if peak is None else torch.maximum(peak, m)
-        n += frames.shape[1]
-    return total / n + peak
+def clip_embedding(model: PretrainedModel, wave: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK,
+                   tile_frames: int = TILE_FRAMES) -> torch.Tensor:
+    """BYOL-A clip embedding (mean + max over the encoder frames of the whole clip), eval mode, in bounded
+    memory, through the frozen inference copy (the model is never changed): (B, d)."""
+    grid = FrameGrid.of(model, 1)
+    _check(grid, wave)
+    fn = encoder_frames(model)
+    chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
+    out = wave.new_empty(wave.shape[0], model.encoder.d)
+    for rows in _groups(grid, wave.shape[0], grid.n_log_mel(wave.shape[1]), chunk_frames, tile_frames):
+        total, peak, n = None, None, 0
+        for (frames,) in iter_chunks(model, wave[rows], fn, 0, chunk_frames):
+            s, m = frames.sum(dim=1), frames.amax(dim=1)
+            total = s if total is None else total.add_(s)
+            peak = m if peak is None else torch.maximum(peak, m, out=peak)
+            n += frames.shape[1]
+        out[rows] = total / n + peak
+    return out

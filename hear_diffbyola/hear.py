@@ -5,6 +5,10 @@ frames from :func:`hear_diffbyola.embed.dense_frames` on the model's :class:`~he
 and clip embeddings from :func:`hear_diffbyola.embed.clip_embedding`. What this module adds is the
 HEAR contract: input checks, padding rules, sub-batching, output shapes and dtypes.
 
+Embeddings are always the eval-mode ones (BatchNorm running statistics, no dropout), computed by the
+frozen inference copy of :mod:`hear_diffbyola.inference`; the model itself is never switched to eval
+and never changed, so a model left in train mode, or calls from several threads at once, are safe.
+
 Timestamps every 40 ms (HEAR asks for at most 50 ms). AudioNTT2022 (BYOL-A v2, the default) emits
 one frame per 4 log-mel frames: one encoder pass, frame k covers log-mel frames [4k, 4k + 4) and is
 centred at 15 + 40k ms. AudioNTT2020 (v1) emits one per 8 (80 ms): a second pass on the log-mel
@@ -113,20 +117,6 @@ def _pad(wave: torch.Tensor, left: int, right: int) -> torch.Tensor:
     return F.pad(wave, (left, right)) if left or right else wave
 
 
-class _EvalMode:
-    """Embed in eval mode (fc dropout off, BN running stats) and give back the caller's mode."""
-
-    def __init__(self, model: PretrainedModel) -> None:
-        self.model = model
-
-    def __enter__(self) -> None:
-        self.was_training = self.model.training
-        self.model.eval()
-
-    def __exit__(self, *exc: object) -> None:
-        self.model.train(self.was_training)
-
-
 def timestamp_plan(model: PretrainedModel, n_samples: int) -> tuple[int, int, torch.Tensor]:
     """(left pad, right pad, centre times in ms (n,)) for a clip of ``n_samples``: see the module docstring."""
     grid = FrameGrid.of(model)
@@ -156,7 +146,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: PretrainedModel) -> tup
         return torch.zeros(0, 0, d, device=device), torch.zeros(0, 0, device=device)
     left, right, times = timestamp_plan(model, n)
     out = []
-    with torch.no_grad(), _EvalMode(model):
+    with torch.no_grad():  # eval-mode embeddings from the frozen inference copy; the model is never touched
         for wave in _sub_batches(model, audio, left + n + right):
             (frames,), _ = dense_frames(model, _pad(wave, left, right), chunk_frames=CHUNK_FRAMES)  # (b, >= n_t, d)
             out.append(frames[:, :len(times)].float())
@@ -180,7 +170,7 @@ def get_scene_embeddings(audio: torch.Tensor, model: PretrainedModel) -> torch.T
     short = max(0, FrameGrid.of(model, 1).min_samples - n)
     left, right = short // 2, short - short // 2
     out = []
-    with torch.no_grad(), _EvalMode(model):
+    with torch.no_grad():  # eval-mode embeddings from the frozen inference copy; the model is never touched
         for wave in _sub_batches(model, audio, n + short):
             out.append(clip_embedding(model, _pad(wave, left, right), chunk_frames=CHUNK_FRAMES).float())  # (b, d)
     return torch.cat(out)

@@ -22,6 +22,8 @@ see zero padding, as silence.
 
 The model stays frozen in eval mode (BatchNorm running statistics, no dropout) whatever
 ``train()`` the caller sets, and no gradient flows into it: s3prl's ``-f`` does not fine-tune it.
+Hidden states come from the frozen inference copy (``hear_diffbyola.inference``, BatchNorm folded into
+the convolutions), the same fast path as the HEAR module; the model's state is never changed by a call.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hear_diffbyola.embed import FrameGrid, dense_frames
+from hear_diffbyola.embed import FrameGrid, dense_frames, layer_frames
 from hear_diffbyola.inputs import check_audio, check_model_dtype
 from hear_diffbyola.weights import load_pretrained
 
@@ -91,9 +93,6 @@ class UpstreamExpert(nn.Module):
     def get_downsample_rates(self, key: str = "hidden_states") -> int:
         return self.downsample_rate
 
-    def _layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        return self.model.encoder.layer_frames(x)
-
     def forward(self, wavs: list[torch.Tensor]) -> dict[str, Any]:
         # wavs: B x (N_i,) at 16 kHz -> hidden_states: 4 x (B, T, d), T = ceil(max N_i / 640) (at least 1)
         if len(wavs) == 0:
@@ -113,6 +112,7 @@ class UpstreamExpert(nn.Module):
         batch = wavs[0].new_zeros(len(wavs), n, dtype=torch.float32)  # (B, n)
         for i, w in enumerate(wavs):
             batch[i, :w.shape[0]] = w
-        hidden, _ = dense_frames(self.model, batch, shifts=self.grid.shifts, fn=self._layers)
+        # the encoder's layer_frames through the frozen eval-mode inference copy (embed.layer_frames)
+        hidden, _ = dense_frames(self.model, batch, shifts=self.grid.shifts, fn=layer_frames(self.model))
         hidden = [h[:, :t] for h in hidden]
         return {"hidden_states": hidden, "last_hidden_state": hidden[-1]}

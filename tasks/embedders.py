@@ -333,15 +333,21 @@ def task_norm_stats(weights_or_model: str | Path | PretrainedModel | WeightsEmbe
         if count:
             raise
         raise TaskError("no training clips to compute the log-mel normalisation statistics from") from None
+    if not (np.isfinite(mean) and np.isfinite(std)) or std <= 0:
+        raise TaskError(f"task_norm_stats: the {count} training clips give unusable log-mel statistics (mean {mean}, "
+                        f"std {std}); some hold NaN or Inf: check the task's training audio")
     return NormStats("task-train", float(mean), float(std), count)
 
 
 def _read_files(paths: Sequence[str | Path], sample_rate: int, damaged_hint: str, bar: Any) -> Iterable[np.ndarray]:
     for p in paths:
         try:
-            yield read_audio(p, sample_rate)
+            wave = read_audio(p, sample_rate)
         except AudioReadError as e:
             raise TaskError(f"{e}; {damaged_hint}" if damaged_hint else str(e)) from None
+        # the embeddings' own input check, so a NaN file is named here and not as NaN statistics
+        check_audio(torch.from_numpy(wave)[None], "log-mel statistics of the training audio", [str(p)], stacklevel=3)
+        yield wave
         if bar is not None:
             bar.update(1)
 

@@ -566,3 +566,23 @@ def test_output_paths_that_cannot_be_written_fail_before_any_work(bgtask, tmp_pa
         ["bgknown", "export-heareval", "--task", str(bgtask), "--hear-module", "fine_hear", "--out", str(afile / "x"),
          "--no-progress"], capsys)
     assert not (bgtask / "embeddings").exists() or not any((bgtask / "embeddings").glob("fine_hear*"))  # nothing embedded
+
+
+def test_a_nan_training_file_is_named_before_it_can_become_nan_statistics(tiny, tmp_path):
+    from hear_diffbyola.tasks import heartask
+    from hear_diffbyola.tasks.embedders import task_norm_stats
+    from hear_diffbyola.tasks.scene_task import evaluate_scene_task
+
+    task = tmp_path / "t"
+    heartask.write_hear_task(task, labels=["bell", "siren"], n_per_label={"train": 2, "valid": 1, "test": 1},
+                             duration=0.5, seed=3)
+    _, splits = heartask.read_scene_task(task)
+    bad = splits["train"][1][0]
+    x = read_audio(bad, 16000)
+    x[10] = np.nan
+    sf.write(bad, x, 16000, subtype="FLOAT")
+    with pytest.raises(AudioValueError, match=rf"log-mel statistics of the training audio: audio contains NaN or Inf "
+                                              rf"in sound\(s\) \[{bad}\]"):
+        evaluate_scene_task(task, ours(tiny), seeds=(0,), config=QUICK, progress=False)
+    with pytest.raises(TaskError, match="the 2 training clips give unusable log-mel statistics"):
+        task_norm_stats(tiny, [np.zeros(8000, np.float32), np.full(8000, np.nan, np.float32)], 16000)

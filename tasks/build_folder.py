@@ -82,7 +82,13 @@ def building(out: str | Path, force: bool, is_build: Callable[[Path], bool], wha
     exit it replaces ``out`` (see the module docstring), on an error ``tmp`` is removed and ``out`` is
     untouched. Checks ``out`` first: a non-empty folder needs ``force``, and ``is_build(out)`` must say it
     holds a build of this kind."""
-    out = Path(out)
+    out = Path(out).resolve()  # "." must stage beside the folder, not inside it
+    if not out.name:
+        raise TaskError(f"--out {out} is a file-system root; choose a folder for the build")
+    cwd = Path.cwd().resolve()
+    if cwd == out or out in cwd.parents:  # the swap would leave this process (and the shell) in a deleted folder
+        raise TaskError(f"--out {out} is or holds the current folder; the build replaces --out whole: give a new "
+                        "folder inside it instead, e.g. --out ./build")
     _recover(out)
     _check_out(out, force, is_build, what)
     out.parent.mkdir(parents=True, exist_ok=True)

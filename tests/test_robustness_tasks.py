@@ -586,3 +586,15 @@ def test_a_nan_training_file_is_named_before_it_can_become_nan_statistics(tiny, 
         evaluate_scene_task(task, ours(tiny), seeds=(0,), config=QUICK, progress=False)
     with pytest.raises(TaskError, match="the 2 training clips give unusable log-mel statistics"):
         task_norm_stats(tiny, [np.zeros(8000, np.float32), np.full(8000, np.nan, np.float32)], 16000)
+
+
+def test_a_build_never_replaces_the_current_folder(tmp_path, monkeypatch):
+    from hear_diffbyola.tasks.build_folder import building
+
+    (tmp_path / "here" / "sub").mkdir(parents=True)
+    for where in ("here", "here/sub"):
+        monkeypatch.chdir(tmp_path / where)
+        for out in (".", str(tmp_path / "here")):
+            with pytest.raises(TaskError, match="is or holds the current folder"), building(out, True, lambda p: True, "X"):
+                pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]

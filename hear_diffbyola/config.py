@@ -130,6 +130,8 @@ def load_yaml(path: str | Path) -> dict:
     """A config file's sections, {section: {key: value}}; ConfigError naming the file (and the line, for
     broken YAML) when it cannot be read, is not YAML, or is not a mapping of mappings."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a folder; give a YAML file ('hear-diffbyola config' prints one)")
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
     try:

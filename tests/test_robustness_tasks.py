@@ -489,6 +489,9 @@ def test_config_errors_are_one_line(tmp_path, capsys):
     assert f"config file {tmp_path / 'broken.yaml'} is not valid YAML at line 4" in line
     (tmp_path / "tabs.yaml").write_text("train:\n\tlr: 0.001\n")
     assert "is not valid YAML at line 2" in one_line_error(pre + ["--config", str(tmp_path / "tabs.yaml")], capsys)
+    assert "is a folder; give a YAML file" in one_line_error(pre + ["--config", str(tmp_path)], capsys)
+    (tmp_path / "binary.yaml").write_bytes(b"\xff\xfe\x00garbage")
+    assert "binary.yaml" in one_line_error(pre + ["--config", str(tmp_path / "binary.yaml")], capsys)
     for item, message in (("encoder.d=100", "encoder.d must exceed the 1024 conv features"),
                           ("train.lr=.inf", "train.lr must be a finite number, got inf"),
                           ("augment.fader_gain=.nan", "augment.fader_gain must be a finite number"),

@@ -453,3 +453,36 @@ def test_scene_task_linear_eval_separates_what_the_embedder_separates(tmp_path):
     noise = Embedder(lambda w: rng.normal(size=(w.shape[0], 8)).astype(np.float32), name="noise", sample_rate=16000,
                      identity="noise")
     assert evaluate_scene_task(task, noise, seeds=(0,), progress=False)["accuracy"]["mean"] < 70.0
+
+
+def test_report_and_plots_of_a_sweep_with_one_seed(tmp_path):
+    """n = 1 and three λ: every λ gets its row and its Δ row, no interval is printed, the verdict says why."""
+    from hear_diffbyola.tasks.demo.report import render_report, write_plots
+
+    models = {}
+    for lam, gain in ((0.0, 0.0), (0.2, 1.5), (0.8, -2.0)):
+        m = _model(0, lam, {"mix": 40.0, "a": 50.0 + gain, "b": 45.0, "c": 42.0})
+        key = f"seed0/lam{lam:g}"
+        m.update(run_dir=f"runs/{key}", pretrain={"steps": 4, "batch_size": 8, "d": 1088, "arch": "audiontt2022",
+                                                  "wall_time_s": 1.0, "final_loss": {"l_byol": 0.5, "l_diff": None}})
+        (tmp_path / "runs" / key).mkdir(parents=True)
+        (tmp_path / "runs" / key / "metrics.csv").write_text("step,l_byol,l_diff,loss\n1,0.9,,0.9\n2,0.8,0.7,0.75\n")
+        models[key] = m
+    tasks = {"bgknown": {"n_classes": 12, "n_train": 24, "n_test": 12, "chance": 8.3},
+             "apwd": {s: {"n_pairs": {"dev": 8, "eval": 6}, "chance": {f"R@{k}": 1.0 for k in (1, 5, 10)}}
+                      for s in ("rain", "traffic")},
+             "general": {"n_classes": 17, "n_train": 34, "n_test": 17, "chance": 5.9}}
+    results = {"budget": {"name": "tiny", "seeds": 2}, "pretrain_seeds": [0], "lambdas": [0.0, 0.2, 0.8],
+               "tasks": tasks, "models": models, "hardware": "cpu", "text_encoder": "hash", "git_commit": "abc",
+               "stage_commits": {"x": "abc"}, "wall_time_s": {"stages": {"x": 1.0}, "stages_total": 1.0},
+               **analyse(models, [0.0, 0.2, 0.8], ["rain", "traffic"])}
+    plots = write_plots(tmp_path, results)
+    assert set(plots) >= {"loss curves", "paired differences"}
+    report = render_report(results, plots, read_paper_numbers())
+    rows = {r[0]: r[1:] for r in by_heading(tables(report), "BgKnown")[1:]}
+    assert rows["Δ λ = 0.2 − λ = 0 (paired)"][1] == "+1.5" and rows["Δ λ = 0.8 − λ = 0 (paired)"][1] == "−2.0"
+    assert rows["λ = 0.8 (DiffBYOL-A)"][1] == "48.0"  # n = 1: no interval
+    assert num(rows["paper: Δ λ = 0.8 − λ = 0"][1]) == pytest.approx(59.96 - 55.29, abs=0.051)
+    assert "paper: Δ λ = 0.2 − λ = 0" in rows
+    for lam in ("0.2", "0.8"):
+        assert f"λ = {lam}: **not shown** (n = 1 pretraining seed; no interval with fewer than 2" in report

@@ -14,6 +14,9 @@ paired design over pretraining seeds.
    intervals; ``OUT/results.json``, ``OUT/report.md`` and ``OUT/plots/*.png`` (always rewritten; cheap),
    with the paper's own numbers (shipped in ``paper_numbers.json``) beside ours, labelled as the paper's.
 
+Stages run as: the three builds, then seed by seed its pretrainings and their evaluations, so an
+interrupted demo holds whole seeds (rerun the command to continue it).
+
 Modules: ``settings`` (budgets, the models compared), ``pipeline`` (the resumable stages, ``run_demo``),
 ``stats`` (t intervals, paired differences, the verdict), ``results`` (results.json, the paired analysis,
 combining demos), ``report`` (report.md, plots, the paper's numbers, the table across demos), ``cli`` (the

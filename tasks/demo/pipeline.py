@@ -250,19 +250,20 @@ def _eval_general(run: DemoRun, seed: int, lam: float) -> None:
 
 
 def _plan(run: DemoRun) -> list[tuple[str, Callable[[], None]]]:
-    """(stage name, what it does), in order: the pretrainings (per seed, every λ), the three task builds, then
-    per seed and λ its evaluations. Stage names carry the seed and λ, so more seeds or λ extend a demo."""
-    plan: list[tuple[str, Callable[[], None]]] = []
-    pairs = [(seed, lam) for seed in run.pretrain_seeds for lam in run.lambdas]
-    for seed, lam in pairs:
-        plan.append((f"pretrain {run_key(seed, lam)}", lambda seed=seed, lam=lam: _pretrain(run, seed, lam)))
-    plan += [("build bgknown", lambda: _build_bgknown(run)), ("build apwd", lambda: _build_apwd(run)),
-             ("build general", lambda: _build_general(run))]
-    for seed, lam in pairs:
-        key = run_key(seed, lam)
-        plan += [(f"eval bgknown {key}", lambda seed=seed, lam=lam: _eval_bgknown(run, seed, lam)),
-                 (f"eval apwd {key}", lambda seed=seed, lam=lam: _eval_apwd(run, seed, lam)),
-                 (f"eval general {key}", lambda seed=seed, lam=lam: _eval_general(run, seed, lam))]
+    """(stage name, what it does), in order: the three task builds, then per pretraining seed its pretrainings
+    (every λ) and their evaluations, so that an interrupted demo holds whole seeds. Stage names carry the seed
+    and λ, so more seeds or λ extend a demo."""
+    plan: list[tuple[str, Callable[[], None]]] = [
+        ("build bgknown", lambda: _build_bgknown(run)), ("build apwd", lambda: _build_apwd(run)),
+        ("build general", lambda: _build_general(run))]
+    for seed in run.pretrain_seeds:
+        for lam in run.lambdas:
+            plan.append((f"pretrain {run_key(seed, lam)}", lambda seed=seed, lam=lam: _pretrain(run, seed, lam)))
+        for lam in run.lambdas:
+            key = run_key(seed, lam)
+            plan += [(f"eval bgknown {key}", lambda seed=seed, lam=lam: _eval_bgknown(run, seed, lam)),
+                     (f"eval apwd {key}", lambda seed=seed, lam=lam: _eval_apwd(run, seed, lam)),
+                     (f"eval general {key}", lambda seed=seed, lam=lam: _eval_general(run, seed, lam))]
     return plan
 
 

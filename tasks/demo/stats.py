@@ -84,7 +84,7 @@ def verdict(a_diff: Interval, mix_diff: Interval) -> dict[str, Any]:
     not shown: anything else (an (a) interval across 0, a Mix interval below 0, or n < 2: no interval)."""
     n = a_diff.n
     if a_diff.lo is None or mix_diff.lo is None:
-        word, why = "not shown", f"n = {n} pretraining seed{'s' if n != 1 else ''}: no interval (needs at least 2)"
+        word, why = "not shown", "no interval with fewer than 2 pretraining seeds"
     elif a_diff.below_zero():
         word, why = "reversed", "the (a) interval lies below 0"
     elif not a_diff.above_zero():

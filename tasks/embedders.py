@@ -251,7 +251,7 @@ def embed_waves(embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int
         if len({(w.size, w.dtype) for w in batch}) == 1:
             out.append(embedder.embed(np.stack(batch), [labels[j] for j in idx]))
         else:
-            out.extend(embedder.embed(w[None], [labels[j]]) for j, w in zip(idx, batch))
+            out.extend(embedder.embed(w[None], [labels[j]]) for j, w in zip(idx, batch, strict=True))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 

@@ -22,8 +22,12 @@ from .inference import inference_encoder, logmel_time_major
 from .weights import PretrainedModel
 
 DEFAULT_CHUNK = 512  # encoder frames per chunk (v2: 20 s, v1: 41 s of audio); bounds activation memory
-# log-mel frames per encoder call (clips x chunk length); measured in bench/embed_throughput.py
-TILE_FRAMES = 1024
+# Log-mel frames per encoder call (clips x chunk length), chosen by default_tile_frames(). One thread:
+# ~1024 keeps each activation ~16 MB (cache, no page faults) and was fastest (CPU time, 16 x 10 s clips);
+# with more threads every op must carry enough work per thread to pay for its synchronisation, and 4096
+# was fastest at 2 threads on the shared 2-core CPU (docs/performance.md).
+TILE_FRAMES_ONE_THREAD = 1024
+TILE_FRAMES_PER_THREAD = 2048
 DENSE_STEP = 4  # log-mel frames between dense (HEAR / s3prl) frames: 40 ms at a 10 ms hop
 
 FrameFn = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -142,14 +146,20 @@ def _chunk_spans(grid: FrameGrid, n_mel: int, shift: int, chunk_frames: int) -> 
         yield a, b, (first - a) // r, j0, j1
 
 
+def default_tile_frames() -> int:
+    """Log-mel frames per encoder call for torch's current thread count (see TILE_FRAMES_*)."""
+    threads = torch.get_num_threads()
+    return TILE_FRAMES_ONE_THREAD if threads <= 1 else TILE_FRAMES_PER_THREAD * threads
+
+
 def _fast_chunk(grid: FrameGrid, chunk_frames: int, tile_frames: int) -> int:
     """Encoder frames per chunk for the fast path: the caller's ``chunk_frames``, at most a tile long."""
     return max(1, min(chunk_frames, tile_frames // grid.reduction))
 
 
 def _groups(grid: FrameGrid, n_sounds: int, n_mel: int, chunk_frames: int, tile_frames: int) -> Iterator[slice]:
-    """Slices of the batch whose chunks hold about ``tile_frames`` log-mel frames together: activations stay
-    a few MB (in cache, and below glibc's mmap threshold, so no page faults) whatever the batch."""
+    """Slices of the batch whose chunks hold about ``tile_frames`` log-mel frames together, so activations
+    stay small (tens of MB: cache-friendly, few page faults) whatever the batch size and clip length."""
     per_sound = min(n_mel, chunk_frames * grid.reduction + 2 * grid.chunk_context)
     size = max(1, tile_frames // per_sound)
     for i in range(0, n_sounds, size):
@@ -209,25 +219,29 @@ def _interleave(outs: list[torch.Tensor], pieces: list[torch.Tensor], k: int, j:
 def _dense_shared(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, outs: list[torch.Tensor],
                   chunk_frames: int) -> None:
     """Two 40 ms-shifted grids of a reduction-8 encoder from one pass per chunk (inference.phase_frames),
-    written interleaved into ``outs[0]`` (B, total, d)."""
+    written interleaved into ``outs[0]`` (B, total, d); frame 1 is then set by _first_shifted_frame."""
     fast = inference_encoder(model.encoder)
-    n_mel, step, r = grid.n_log_mel(wave.shape[1]), grid.step, grid.reduction
-    n_shifted = (n_mel - step) // r
+    n_mel = grid.n_log_mel(wave.shape[1])
+    n_shifted = (n_mel - grid.step) // grid.reduction
     for a, b, skip, j0, j1 in _chunk_spans(FrameGrid.of(model, 1), n_mel, 0, chunk_frames):
         for k, frames in enumerate(fast.phase_frames(_logmel_chunk(model, wave, a, b), 2)):
             n = min(j1, n_shifted if k else j1) - j0
             if n > 0:
                 _interleave(outs, [frames[:, skip:skip + n]], k, j0, 2)
-    if n_shifted:
-        # frame 0 of the shifted grid starts at the clip's left edge in the two-pass reference: its
-        # receptive field holds zero padding where the shared pass holds signal; compute it exactly
+
+
+def _first_shifted_frame(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, out: torch.Tensor) -> None:
+    """Frame 0 of the shifted grid starts at the clip's left edge in the two-pass reference: its receptive
+    field holds zero padding where the shared pass holds signal. Computed exactly, for the whole batch at once."""
+    n_mel, step, r = grid.n_log_mel(wave.shape[1]), grid.step, grid.reduction
+    if (n_mel - step) // r > 0:
         x = _logmel_chunk(model, wave, step, min(n_mel, step + 3 * r))
-        outs[0][:, 1] = fast.frames(x)[:, 0]
+        out[:, 1] = inference_encoder(model.encoder).frames(x)[:, 0]
 
 
 @torch.no_grad()
 def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None = None, fn: FrameFn | None = None,
-                 chunk_frames: int = DEFAULT_CHUNK, tile_frames: int = TILE_FRAMES) -> tuple[list[torch.Tensor], torch.Tensor]:
+                 chunk_frames: int = DEFAULT_CHUNK, tile_frames: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Frames on ``FrameGrid.of(model, shifts)`` (default: every 40 ms): ([(B, n, D) per output of fn],
     centre times in ms (n,)). Default ``fn``: the encoder's frame embeddings in eval mode (one output,
     D = d), through the frozen inference copy; a shifted pair of grids shares one pass. The model is
@@ -237,6 +251,7 @@ def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None 
     total, S = grid.n_frames(wave.shape[1]), grid.shifts
     n_mel = grid.n_log_mel(wave.shape[1])
     shared = fn is None and S == 2 and grid.step * 2 == grid.reduction
+    tile_frames = tile_frames or default_tile_frames()
     if fn is None or isinstance(fn, FastFrames):
         chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
     fn = fn or encoder_frames(model)
@@ -260,17 +275,20 @@ def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None 
                     outs = [p.new_empty(wave.shape[0], total, p.shape[2]) for p in pieces]  # (B, total, D) each
                 _interleave([o[rows] for o in outs], pieces, k, j, S)
                 j += pieces[0].shape[1]
+    if shared:
+        _first_shifted_frame(model, wave, grid, outs[0])
     return outs, grid.centres_ms(total)
 
 
 @torch.no_grad()
 def clip_embedding(model: PretrainedModel, wave: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK,
-                   tile_frames: int = TILE_FRAMES) -> torch.Tensor:
+                   tile_frames: int | None = None) -> torch.Tensor:
     """BYOL-A clip embedding (mean + max over the encoder frames of the whole clip), eval mode, in bounded
     memory, through the frozen inference copy (the model is never changed): (B, d)."""
     grid = FrameGrid.of(model, 1)
     _check(grid, wave)
     fn = encoder_frames(model)
+    tile_frames = tile_frames or default_tile_frames()
     chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
     out = wave.new_empty(wave.shape[0], model.encoder.d)
     for rows in _groups(grid, wave.shape[0], grid.n_log_mel(wave.shape[1]), chunk_frames, tile_frames):

@@ -18,7 +18,8 @@ EXTERNAL = re.compile(r"^[a-z][a-z0-9+.-]*:", re.IGNORECASE)  # http:, https:, m
 
 
 def doc_files() -> list[Path]:
-    return [README, *sorted((ROOT / "docs").rglob("*.md"))]
+    """Every page whose links are checked: README, docs/ (with the demo reports kept there), the model cards."""
+    return [README, *sorted((ROOT / "docs").rglob("*.md")), ROOT / "weights" / "README.md"]
 
 
 def prose_lines(text: str) -> list[tuple[int, str]]:

@@ -14,7 +14,7 @@ Sources (licences from each package's /usr/share/doc/PACKAGE/copyright):
 - ``minetest-data`` (Minetest Game sound effects; CC-BY-SA-3.0, some CC0-1.0 / CC-BY-3.0): recorded
   footsteps, digging, doors, glass, metal; long ambient loops (water, lava, fire, furnace) as backgrounds.
 - ``fluid-soundfont-gm`` (FluidR3_GM, MIT; sampled from recorded instruments), rendered with ``fluidsynth``
-  from MIDI written here: single notes of six GM instruments as foreground classes, long sustained
+  from MIDI written here: single notes of eight GM instruments as foreground classes, long sustained
   ensemble passages as backgrounds, and notes of *other* GM programs for the pretraining corpus.
 - ``sound-theme-freedesktop`` (CC-BY-SA-3.0, CC-BY-3.0, GPL-2+), if installed: pretraining corpus only.
 
@@ -71,8 +71,10 @@ MT_BACKGROUNDS = ["default/default_furnace_active", "env_sounds/env_sounds_lava.
 # Minetest sounds in neither list above go to the pretraining corpus
 
 # GM programs (0-based) -> foreground class: single notes
-GM_CLASSES = {0: "piano", 40: "violin", 56: "trumpet", 73: "flute", 24: "nylon_guitar", 13: "xylophone"}
-GM_NOTES = [(55, 100), (60, 80), (64, 110), (67, 90), (72, 70), (76, 100)]  # (MIDI pitch, velocity) per clip
+GM_CLASSES = {0: "piano", 40: "violin", 56: "trumpet", 73: "flute", 24: "nylon_guitar", 13: "xylophone",
+              12: "marimba", 22: "harmonica"}
+# (MIDI pitch, velocity) per clip: two octaves and a half, loud and soft
+GM_NOTES = [(p, v) for p, v in zip(range(50, 86, 3), (100, 70, 110, 85, 60, 95, 120, 75, 90, 65, 105, 80))]
 # GM programs for backgrounds: sustained chord progressions (long "scenes" of music)
 GM_BACKGROUNDS = {48: "strings", 19: "church_organ", 52: "choir", 89: "warm_pad", 61: "brass_section", 46: "harp"}
 BG_SECONDS = 12.0

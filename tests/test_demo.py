@@ -486,3 +486,18 @@ def test_report_and_plots_of_a_sweep_with_one_seed(tmp_path):
     assert "paper: Δ λ = 0.2 − λ = 0" in rows
     for lam in ("0.2", "0.8"):
         assert f"λ = {lam}: **not shown** (n = 1 pretraining seed; no interval with fewer than 2" in report
+
+
+def test_cli_demo_budget_defaults_to_decide_on_a_named_gpu(monkeypatch, tmp_path, capsys):
+    from hear_diffbyola.tasks.demo import pipeline
+
+    calls = []
+    monkeypatch.setattr(pipeline, "run_demo", lambda out, budget, **kw: calls.append((out, budget, kw)))
+    assert main(["demo", "--device", "cuda", "--no-progress"]) == 0
+    assert main(["demo", "--device", "cuda:1", "--budget", "quick", "--no-progress"]) == 0
+    assert main(["demo", "--pretrain-seeds", "0,1,2", "--lambdas", "0,0.2,0.5,0.8", "--no-progress"]) == 0
+    assert [(c[0], c[1]) for c in calls] == [("runs/demo-decide", "decide"), ("runs/demo-quick", "quick"),
+                                             ("runs/demo-quick", "quick")]
+    assert calls[0][2]["pretrain_seeds"] is None  # the budget's own seeds (decide: 0-7)
+    assert calls[2][2]["pretrain_seeds"] == [0, 1, 2] and calls[2][2]["lambdas"] == [0.0, 0.2, 0.5, 0.8]
+    assert "budget 'decide' (the default for --device cuda" in capsys.readouterr().out

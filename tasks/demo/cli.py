@@ -18,11 +18,20 @@ def _list(text: str, kind: type, flag: str) -> list:
                         + ("0,1,2" if kind is int else "0,0.2,0.5,0.8")) from None
 
 
+def default_budget(device: str) -> str:
+    """'decide' when a GPU is asked for by name (--device cuda / cuda:N): the budget that can settle the
+    comparison needs one; otherwise 'quick', the pipeline check."""
+    return "decide" if device.startswith("cuda") else "quick"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .pipeline import run_demo
 
     seeds = None if args.pretrain_seeds is None else _list(args.pretrain_seeds, int, "--pretrain-seeds")
-    run_demo(args.out or f"runs/demo-{args.budget}", args.budget, device=args.device, text_encoder=args.text_encoder,
+    budget = args.budget or default_budget(args.device)
+    if args.budget is None:
+        print(f"[demo] budget {budget!r} (the default for --device {args.device}; --budget to choose)", flush=True)
+    run_demo(args.out or f"runs/demo-{budget}", budget, device=args.device, text_encoder=args.text_encoder,
              pretrain_seeds=seeds, lambdas=_list(args.lambdas, float, "--lambdas"), paper_numbers=args.paper_numbers,
              progress=not args.no_progress)
     return 0
@@ -57,11 +66,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                     "an interrupted demo (done stages are skipped); more --pretrain-seeds or --lambdas "
                                     "extend a demo folder.")
     dm.add_argument("--out", help="demo folder (default runs/demo-BUDGET)")
-    dm.add_argument("--budget", choices=tuple(BUDGETS), default="quick",
+    dm.add_argument("--budget", choices=tuple(BUDGETS), default=None,
                     help="quick: the pipeline check (small v2 encoder, 100 steps); full: the v2 default encoder "
                          "(d=3072) and the tasks' default sizes, 450 steps; decide: the budget meant to decide the "
-                         "comparison (v2 default, batch 256, 100 epochs, 8 pretraining seeds), for --device cuda. "
-                         "Measured costs: docs/results.md (default quick)")
+                         "comparison (v2 default, batch 256, 100 epochs, 8 pretraining seeds), for a GPU. "
+                         "Measured costs: docs/results.md (default: decide with --device cuda[:N], else quick)")
     dm.add_argument("--pretrain-seeds", metavar="S,S,...",
                     help="pretraining seeds, e.g. 0,1,2 (default: the budget's: quick 0, full 0,1,2, decide 0-7); "
                          "an interval needs at least 2, the verdict is stated with this n")

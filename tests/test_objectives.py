@@ -130,7 +130,7 @@ def test_lambda_zero_step_is_byol_pytorch_step(arch):
 def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
     learner = small_learner(0.0)
     calls = []
-    learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    learner.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))  # 1st conv: once a pass
     learner(*views())
     assert calls == [4, 4]  # one online pass per view, nothing else
 
@@ -138,7 +138,7 @@ def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
 def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner = small_learner(0.5)
     calls = []
-    learner.encoder.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    learner.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))  # 1st conv: once a pass
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
     assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
@@ -184,3 +184,27 @@ def test_ema_update_by_hand():
         torch.testing.assert_close(t1, 0.99 * t0 + 0.01 * o)
     # predictors are not part of the target
     assert not any(n.startswith("target_predictor") for n, _ in learner.named_parameters())
+
+
+@pytest.mark.parametrize("arch", ["audiontt2022", "audiontt2020"])
+def test_encode_pools_before_relu_with_identical_values_and_gradients(arch):
+    # learner.encode applies each block's ReLU after its max-pool: bit-identical outputs, gradients and
+    # BatchNorm statistics to the modules' Conv-BN-ReLU-MaxPool (train mode, same dropout draws)
+    from hear_diffbyola.learner import encode
+
+    ours = small_learner(0.0, arch=arch).encoder.train()
+    ref = copy.deepcopy(ours)
+    x = torch.randn(6, 1, 64, 24, generator=torch.Generator().manual_seed(3))
+    x[0, 0, :, :4] = -50.0  # windows that are all negative after BN: no gradient either way
+    torch.manual_seed(7)
+    y = encode(ours, x)
+    torch.manual_seed(7)
+    y_ref = ref(x)
+    assert torch.equal(y, y_ref)
+    g = torch.randn(y.shape, generator=torch.Generator().manual_seed(4))
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    for (name, p), (_, p_ref) in zip(ours.named_parameters(), ref.named_parameters()):
+        assert torch.equal(p.grad, p_ref.grad), name
+    for (name, b), (_, b_ref) in zip(ours.named_buffers(), ref.named_buffers()):
+        assert torch.equal(b, b_ref), name

@@ -3,6 +3,8 @@
     python bench/embed_throughput.py                      # shipped default weights (else random v2 d=3072)
     python bench/embed_throughput.py --weights W.safetensors --batch 8 --minutes 1 5 20
     python bench/embed_throughput.py --archs-only         # only the v2-vs-v1 timestamp comparison
+    python bench/embed_throughput.py --memory-only --weights AudioNTT2020-BYOLA-64x96d512.pth   # RSS table only
+    python bench/embed_throughput.py --memory-only --arch v1 --d 2048    # random AudioNTT2020 d=2048
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two passes shifted by 40 ms) with the same front end embed the same batch
@@ -37,13 +39,16 @@ from hear_diffbyola.weights import DEFAULT_WEIGHTS, PretrainedModel
 SR = 16000
 
 
-def make_model(weights: str | None, d: int) -> tuple[PretrainedModel, str]:
-    """The given or shipped weights; else a random encoder (speed and memory do not depend on the values)."""
-    path = weights or (str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() else None)
+def make_model(weights: str | None, d: int, arch: str | None = None) -> tuple[PretrainedModel, str]:
+    """The given or shipped weights; with ``arch`` (or no shipped file) a random encoder of that arch and d
+    (speed and memory do not depend on the values)."""
+    path = weights or (str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.is_file() and arch is None else None)
     if path:
         return load_model(path), path
-    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), AudioNTT2022(64, d), {})
-    return model, f"random AudioNTT2022 d={d}"
+    enc = AudioNTT2020(64, d) if arch == "v1" else AudioNTT2022(64, d)
+    model = PretrainedModel(Frontend(FrontendConfig(), -4.0, 3.0), enc, {})
+    model.scene_embedding_size = model.timestamp_embedding_size = d
+    return model, f"random {type(enc).__name__} d={d}"
 
 
 def random_model(arch: str) -> PretrainedModel:
@@ -92,7 +97,7 @@ def timed(fn, wave: torch.Tensor, model: PretrainedModel, repeats: int) -> float
 
 def child_memory(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
-    model, _ = make_model(args.weights, args.d)
+    model, _ = make_model(args.weights, args.d, args.arch)
     wave = audio(1, args.child_minutes * 60)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     fn = get_scene_embeddings if args.child_mode == "scene" else get_timestamp_embeddings
@@ -103,7 +108,8 @@ def child_memory(args: argparse.Namespace) -> None:
 def measure_memory(args: argparse.Namespace, minutes: float, mode: str) -> tuple[float, float]:
     """(peak RSS, growth over the pre-embedding RSS) in MiB of a fresh process embedding one clip."""
     cmd = [sys.executable, __file__, "--child-minutes", str(minutes), "--child-mode", mode, "--threads",
-           str(args.threads), "--d", str(args.d)] + (["--weights", args.weights] if args.weights else [])
+           str(args.threads), "--d", str(args.d)] + (["--weights", args.weights] if args.weights else []) \
+        + (["--arch", args.arch] if args.arch else [])
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -114,10 +120,19 @@ def measure_memory(args: argparse.Namespace, minutes: float, mode: str) -> tuple
     return peak, peak - int(out.split()[-1]) / 1024
 
 
+def print_memory(memory: dict[float, list[tuple[float, float]]]) -> None:
+    print("\n| clip | scene peak RSS (growth) MiB | timestamps peak RSS (growth) MiB |")
+    print("|---|---|---|")
+    for minutes, cells in memory.items():
+        print(f"| {minutes:g} min | " + " | ".join(f"{peak:.0f} ({grow:+.0f})" for peak, grow in cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", help="weights file (default: the shipped default, else a random d=2048 encoder)")
-    p.add_argument("--d", type=int, default=3072, help="d of the random AudioNTT2022 when no weights file exists")
+    p.add_argument("--d", type=int, default=3072, help="d of the random encoder (--arch, or no weights file)")
+    p.add_argument("--arch", choices=["v1", "v2"], help="a random AudioNTT2020 (v1) / AudioNTT2022 (v2) of --d")
+    p.add_argument("--memory-only", action="store_true", help="only the fresh-process peak RSS table")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -140,8 +155,12 @@ def main() -> None:
     # parent must be lighter than any child (torch only, ~220 MB) when it starts them.
     memory = {minutes: [measure_memory(args, minutes, mode) for mode in ("scene", "timestamp")]
               for minutes in args.minutes}
+    if args.memory_only:
+        _, source = make_model(args.weights, args.d, args.arch)
+        print(f"# {source}; torch {torch.__version__}; {args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+        return print_memory(memory)
     torch.set_num_threads(args.threads)
-    model, source = make_model(args.weights, args.d)
+    model, source = make_model(args.weights, args.d, args.arch)
     print(f"# {source}; torch {torch.__version__}; {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, {args.threads} threads; load average {os.getloadavg()[0]:.2f}")
     short, long = audio(args.batch, 10.0), audio(1, args.long_minutes * 60)
@@ -159,10 +178,7 @@ def main() -> None:
     (s_short, t_short), (s_long, t_long) = rows.values()
     print(f"\nlong / short throughput: scene {s_long / s_short:.2f}, timestamps {t_long / t_short:.2f}")
 
-    print("\n| clip | scene peak RSS (growth) MiB | timestamps peak RSS (growth) MiB |")
-    print("|---|---|---|")
-    for minutes, cells in memory.items():
-        print(f"| {minutes:g} min | " + " | ".join(f"{peak:.0f} ({grow:+.0f})" for peak, grow in cells) + " |")
+    print_memory(memory)
     compare_archs(args)
     print(f"# load average at the end {os.getloadavg()[0]:.2f}")
 

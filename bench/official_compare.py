@@ -168,6 +168,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--train", action="store_true", help="also time training steps (needs byol_a/byol_pytorch.py)")
     p.add_argument("--train-batch", type=int, default=64)
+    p.add_argument("--no-embeddings", action="store_true", help="only the training rows")
     args = p.parse_args()
     official = Path(args.official) if args.official else None
     if official is None or not (official / "byol_a" / "models.py").is_file():
@@ -184,12 +185,13 @@ def main() -> None:
     d1 = int(sd["fc.3.weight"].shape[0])
     model = v1_models.AudioNTT2020(n_mels=64, d=d1)
     model.load_weight(args.weights, "cpu")
-    embedding_rows(args, f"v1 AudioNTT2020 d={d1}", model, Path(args.weights), v2=False)
+    if not args.no_embeddings:
+        embedding_rows(args, f"v1 AudioNTT2020 d={d1}", model, Path(args.weights), v2=False)
     v2_path = official / "v2" / "byol_a2" / "models.py"
     v2_models = import_file("byola_official_models_v2", v2_path) if v2_path.is_file() else None
     if v2_models is None:
         print(f"\nv2 skipped: {v2_path} not found")
-    else:
+    elif not args.no_embeddings:
         weights, source = v2_weights(args, v2_models)
         model = v2_models.AudioNTT2022(n_mels=64, d=3072)
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))

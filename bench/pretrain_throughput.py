@@ -6,8 +6,8 @@ timed in alternating rounds so drift of the machine hits both alike; the figure 
 round. Peak memory: CUDA max allocated, or on CPU the peak resident set size sampled every 2 ms
 while that setting's rounds run (on top of what the process already held).
 
-    python bench/pretrain_throughput.py                    # paper config: d=2048, batch 64 per step
-    python bench/pretrain_throughput.py --d 512 --batch-size 32 --rounds 5
+    python bench/pretrain_throughput.py                    # the v2 default: AudioNTT2022 d=3072, batch 64 per step
+    python bench/pretrain_throughput.py --arch audiontt2020 --d 512 --batch-size 64 --rounds 5
 """
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ class RssPeak:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--d", type=int, default=2048)
+    ap.add_argument("--arch", default="audiontt2022", choices=["audiontt2022", "audiontt2020"])
+    ap.add_argument("--d", type=int, help="encoder.d (default: the arch's, 3072 / 2048)")
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per round")
     ap.add_argument("--rounds", type=int, default=3)
@@ -65,8 +67,11 @@ def main() -> None:
     device = pick_device(args.device)
     if device.type == "cpu" and not args.no_allocator_tuning:
         tune_cpu_allocator()
-    cfg = {lam: PretrainConfig.from_dict(apply_overrides({}, [f"encoder.d={args.d}", f"learner.lam={lam}",
-                                                              f"train.batch_size={args.batch_size}"]))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    enc = [f"encoder.arch={args.arch}"] + ([f"encoder.d={args.d}"] if args.d else [])
+    cfg = {lam: PretrainConfig.from_dict(apply_overrides({}, enc + [f"learner.lam={lam}",
+                                                                    f"train.batch_size={args.batch_size}"]))
            for lam in (0.0, 0.5)}
     parts = {lam: build_step_parts(c, (0.0, 1.0), device) for lam, c in cfg.items()}
     n_samples = cfg[0.0].frontend.samples_for_frames(96)
@@ -94,7 +99,8 @@ def main() -> None:
                 times[lam].append((time.perf_counter() - t0) / args.steps)
             peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
             peaks[lam] = max(peaks[lam], peak)
-    res = {"hardware": hardware_description(device, 1), "torch": torch.__version__, "d": args.d,
+    res = {"hardware": hardware_description(device, 1), "torch": torch.__version__, "arch": args.arch,
+           "d": cfg[0.0].encoder.d, "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
            "batch_size": args.batch_size, "allocator_tuning": device.type == "cpu" and not args.no_allocator_tuning,
            "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS"}
     for lam in parts:

@@ -317,7 +317,7 @@ def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, r
         return _train(run, progress)
     finally:
         if run.lock is not None:
-            run.lock.close()  # releases the flock
+            run.lock.close()  # releases the lock
 
 
 def _train(run: Run, progress: bool) -> dict[str, Any]:
@@ -365,11 +365,14 @@ def open_run(run: Run, resume: bool) -> Run:
 
 
 def lock_run_folder(out: Path) -> Any:
-    """An exclusive, non-blocking flock on ``out/.lock`` holding our pid; a second process is refused."""
+    """An exclusive, non-blocking lock on ``out/.lock`` holding our pid; a second process is refused.
+
+    A POSIX record lock (lockf), not flock: it belongs to this process alone, so DataLoader workers that
+    inherit the file do not keep it after a killed trainer, and the next ``--resume`` gets it at once."""
     out.mkdir(parents=True, exist_ok=True)
     fh = open(out / ".lock", "a+")
     try:
-        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         fh.seek(0)
         holder = fh.read().strip() or "unknown"

@@ -40,14 +40,34 @@ def tone_folder(root: Path, n: int = 6, seconds: float = 1.0) -> Path:
 
 def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
     out = tmp_path / "run"
-    held = lock_run_folder(out)  # another "process": a separate open file description, as flock sees it
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from hear_diffbyola.train import lock_run_folder; "
+                               "h = lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
+                               str(out)], stdout=subprocess.PIPE, text=True)
     try:
-        with pytest.raises(TrainingError, match=rf"in use by another pretraining process \(pid {os.getpid()}\)"):
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(TrainingError, match=rf"in use by another pretraining process \(pid {holder.pid}\)"):
             pretrain(tiny_config("train.steps=1"), out, progress=False)
         assert not (out / CHECKPOINT).exists()
     finally:
-        held.close()
+        holder.kill()
+        holder.wait()
     pretrain(tiny_config("train.steps=1"), out, progress=False)  # free again once the holder is gone
+
+
+def test_the_lock_is_not_kept_by_forked_children(tmp_path):
+    # DataLoader workers are forked from the trainer: a killed trainer's workers must not keep its lock.
+    out = tmp_path / "run"
+    fh = lock_run_folder(out)
+    pid = os.fork()
+    if pid == 0:  # the child inherits the open file but not the lock
+        __import__("time").sleep(3)
+        os._exit(0)
+    try:
+        fh.close()  # the trainer is gone; the child still has the file open
+        lock_run_folder(out).close()  # free at once
+    finally:
+        os.waitpid(pid, 0)
 
 
 def test_two_cli_processes_into_one_out_one_is_refused(tmp_path):

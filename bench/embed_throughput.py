@@ -5,6 +5,7 @@
     python bench/embed_throughput.py --archs-only         # only the v2-vs-v1 timestamp comparison
     python bench/embed_throughput.py --memory-only --weights AudioNTT2020-BYOLA-64x96d512.pth   # RSS table only
     python bench/embed_throughput.py --memory-only --arch v1 --d 2048    # random AudioNTT2020 d=2048
+    python bench/embed_throughput.py --vs-modules --arch v1 --d 512      # fast path vs the unoptimised module path
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two passes shifted by 40 ms) with the same front end embed the same batch
@@ -82,6 +83,57 @@ def compare_archs(args: argparse.Namespace) -> None:
     print(f"v2 / v1 timestamp throughput: {ratio:.2f}x")
 
 
+def compare_modules(args: argparse.Namespace) -> None:
+    """The fast inference path (embed.clip_embedding / dense_frames) against the unoptimised module path (an
+    eval-mode copy: front end, encoder.frames on the whole batch, mean + max; v1 timestamps as two passes),
+    alternating rounds in this one process; prints throughputs, ratios and the agreement (min cosine)."""
+    import copy
+
+    from hear_diffbyola.embed import clip_embedding, dense_frames
+    from hear_diffbyola.encoder import temporal_pool
+
+    model, source = make_model(args.weights, args.d, args.arch)
+    ref = copy.deepcopy(model).eval()
+    wave = audio(args.batch, 10.0)
+    secs = wave.numel() / SR
+
+    @torch.no_grad()
+    def module_frames() -> torch.Tensor:
+        lm = ref.frontend(wave)
+        frames = ref.encoder.frames(lm)
+        if FrameGrid.of(ref).shifts == 1:
+            return frames
+        shifted = ref.encoder.frames(lm[..., FrameGrid.of(ref).step:])
+        out = frames.new_empty(frames.shape[0], frames.shape[1] + shifted.shape[1], frames.shape[2])
+        out[:, 0::2], out[:, 1::2] = frames, shifted
+        return out
+
+    @torch.no_grad()
+    def module_scene() -> torch.Tensor:
+        return temporal_pool(ref.encoder.frames(ref.frontend(wave)))
+
+    fns = {"module scene": module_scene, "fast scene": lambda: clip_embedding(model, wave),
+           "module timestamps": module_frames, "fast timestamps": lambda: dense_frames(model, wave)[0][0]}
+    cos = torch.nn.functional.cosine_similarity
+    agree = (cos(fns["fast scene"](), module_scene()).min().item(),
+             cos(fns["fast timestamps"](), module_frames(), dim=-1).min().item())
+    for f in fns.values():
+        f()  # warm-up
+    times = {k: [] for k in fns}
+    for _ in range(args.rounds):
+        for k, f in fns.items():
+            t = time.perf_counter()
+            f()
+            times[k].append(time.perf_counter() - t)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\n# {source}: fast path vs module path, {args.batch} x 10 s, {args.rounds} alternating rounds, medians")
+    print(f"min cosine fast vs module: scene {agree[0]:.7f}, timestamps {agree[1]:.7f}")
+    print("| what | module audio-s/s | fast audio-s/s | fast / module |\n|---|---|---|---|")
+    for what in ("scene", "timestamps"):
+        m, f = med[f"module {what}"], med[f"fast {what}"]
+        print(f"| {what} | {secs / m:.1f} | {secs / f:.1f} | {m / f:.2f}x |")
+
+
 def audio(n_sounds: int, seconds: float) -> torch.Tensor:
     return (torch.rand(n_sounds, int(seconds * SR), generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.3
 
@@ -133,6 +185,7 @@ def main() -> None:
     p.add_argument("--d", type=int, default=3072, help="d of the random encoder (--arch, or no weights file)")
     p.add_argument("--arch", choices=["v1", "v2"], help="a random AudioNTT2020 (v1) / AudioNTT2022 (v2) of --d")
     p.add_argument("--memory-only", action="store_true", help="only the fresh-process peak RSS table")
+    p.add_argument("--vs-modules", action="store_true", help="only the fast-path vs module-path comparison")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -145,6 +198,12 @@ def main() -> None:
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
+    if args.vs_modules:
+        torch.set_num_threads(args.threads)
+        print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+              f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+        compare_modules(args)
+        return print(f"# load average at the end {os.getloadavg()[0]:.2f}")
     if args.archs_only:
         torch.set_num_threads(args.threads)
         print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "

@@ -8,7 +8,7 @@
     python bench/embed_throughput.py --vs-modules --arch v1 --d 512      # fast path vs the unoptimised module path
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
-AudioNTT2020 (d = 2048, two passes shifted by 40 ms) with the same front end embed the same batch
+AudioNTT2020 (d = 2048, two grids shifted by 40 ms, from one shared pass: hear_diffbyola/inference.py) with the same front end embed the same batch
 of 10-s clips, alternating in rounds in this one process; the median of each and their ratio are
 printed (the ratio is what survives a shared CPU).
 
@@ -72,7 +72,7 @@ def compare_archs(args: argparse.Namespace) -> None:
         for k, m in models.items():
             times[k].append(timed(get_timestamp_embeddings, wave, m, 1))
     print(f"\n# timestamp embeddings, {args.batch} x 10 s, {args.rounds} alternating rounds, medians")
-    print("| encoder | passes | frame hop | audio-s/s (min-max) |")
+    print("| encoder | 40 ms grids (v1: shifted, from one shared pass) | frame hop | audio-s/s (min-max) |")
     print("|---|---|---|---|")
     for k, m in models.items():
         g = FrameGrid.of(m)

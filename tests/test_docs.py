@@ -1,5 +1,6 @@
 """The documentation: every relative link in README.md and docs/ resolves, the README fits a screen,
 and the pages point at nothing outside the repository."""
+
 from __future__ import annotations
 
 import re
@@ -77,6 +78,7 @@ def broken_links(path: Path, root: Path = ROOT) -> list[tuple[int, str, str]]:
 
 # --- the checker itself, on small pages written here -------------------------------------------
 
+
 def test_heading_slug_matches_github():
     assert heading_slug("The HEAR tools") == "the-hear-tools"
     assert heading_slug("Generator (`apwd build`)") == "generator-apwd-build"
@@ -92,14 +94,20 @@ def test_checker_finds_broken_links_and_ignores_code(tmp_path):
         "[ok](docs/a.md) [ok anchor](docs/a.md#two-words) [repeat](docs/a.md#two-words-1) [web](https://x.org/y)\n"
         "![missing image](docs/img.png) [bad anchor](docs/a.md#three) [self](#nowhere)\n"
         "[outside](../elsewhere/file.md) `[in code](nope.md)`\n"
-        "```\n[in a fence](nope.md)\n```\n")
+        "```\n[in a fence](nope.md)\n```\n"
+    )
     problems = broken_links(page, root=tmp_path)
     assert [(n, target) for n, target, _ in problems] == [
-        (2, "docs/img.png"), (2, "docs/a.md#three"), (2, "#nowhere"), (3, "../elsewhere/file.md")]
+        (2, "docs/img.png"),
+        (2, "docs/a.md#three"),
+        (2, "#nowhere"),
+        (3, "../elsewhere/file.md"),
+    ]
     assert [why.split()[0] for *_, why in problems] == ["does", "no", "no", "points"]
 
 
 # --- the real pages -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", doc_files(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_relative_links_resolve(path):
@@ -139,8 +147,12 @@ def test_pages_render(path):
     tokens = markdown_it.MarkdownIt("commonmark").enable("table").parse(path.read_text(encoding="utf-8"))
     titles = [t for t in tokens if t.type == "heading_open" and t.tag == "h1"]
     assert len(titles) == 1, f"{path.relative_to(ROOT)} should have exactly one '# title'"
-    stray = [tokens[i + 1].content.splitlines()[0] for i, t in enumerate(tokens) if t.type == "paragraph_open"
-             and any(line.lstrip().startswith("|") for line in tokens[i + 1].content.splitlines())]
+    stray = [
+        tokens[i + 1].content.splitlines()[0]
+        for i, t in enumerate(tokens)
+        if t.type == "paragraph_open"
+        and any(line.lstrip().startswith("|") for line in tokens[i + 1].content.splitlines())
+    ]
     assert stray == [], f"{path.relative_to(ROOT)}: table rows that do not render as a table: {stray}"
 
 

@@ -27,7 +27,6 @@ Padding rules (docs/hear.md):
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -35,13 +34,11 @@ import torch
 import torch.nn.functional as F
 
 from .embed import DEFAULT_CHUNK, FrameGrid, clip_embedding, dense_frames
+from .inputs import check_audio, check_model_dtype
 from .weights import PretrainedModel, load_pretrained
 
 __all__ = ["load_model", "get_scene_embeddings", "get_timestamp_embeddings"]
 
-# Peaks above this (6 dB over full scale) almost always mean unscaled integer PCM; below it,
-# resampling overshoot is common and harmless, so stay quiet.
-LOUD_PEAK = 2.0
 # Log-mel frames (10 ms each) per encoder pass over a sub-batch: about 35 kB of activations per
 # frame at d = 2048 on CPU, so ~0.6 GB, whatever the batch size and clip length.
 FRAME_BUDGET = 16384
@@ -68,33 +65,12 @@ def load_model(model_file_path: str | Path = "", *, norm_mean: float | None = No
 
 
 def _check_audio(audio: torch.Tensor, model: PretrainedModel, caller: str) -> None:
-    """Raise for input the HEAR contract rules out; warn (never clip) for implausibly loud audio."""
+    """Raise for input the HEAR contract rules out; warn (never clip) for implausibly loud audio.
+    The audio checks are the package's one input check (``inputs.check_audio``), shared with s3prl and the tasks."""
     if not isinstance(model, PretrainedModel):
         raise TypeError(f"{caller}: model must come from hear_diffbyola.load_model(), got {type(model).__name__}")
-    if not isinstance(audio, torch.Tensor):
-        raise TypeError(f"{caller}: audio must be a torch.Tensor of shape (n_sounds, n_samples), got "
-                        f"{type(audio).__name__}; wrap a numpy array with torch.from_numpy")
-    if audio.ndim != 2:
-        hint = "; add the batch axis with audio[None]" if audio.ndim == 1 else ""
-        raise ValueError(f"{caller}: audio must have shape (n_sounds, n_samples), got {tuple(audio.shape)}{hint}")
-    if not audio.is_floating_point():
-        raise TypeError(f"{caller}: audio must be floating point in [-1, 1], got {audio.dtype}; "
-                        "scale integer PCM first, e.g. audio.float() / 32768 for int16")
-    if audio.shape[0] and audio.shape[1] == 0:
-        raise ValueError(f"{caller}: audio has {audio.shape[0]} sounds of 0 samples; nothing to embed")
-    if audio.numel() == 0:
-        return
-    # Reductions only, no full-size temporaries (the batch may be many 20-min clips): max and min
-    # propagate NaN and carry Inf, so they detect both.
-    peaks = torch.maximum(audio.amax(dim=1), -audio.amin(dim=1))  # (n_sounds,)
-    finite = torch.isfinite(peaks)
-    if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
-        raise ValueError(f"{caller}: audio contains NaN or Inf in sound(s) {bad[:10]}{' ...' if len(bad) > 10 else ''}")
-    loud = torch.nonzero(peaks > LOUD_PEAK).flatten().tolist()
-    if loud:
-        warnings.warn(f"{caller}: sound(s) {loud[:10]} peak at up to {float(peaks.max()):.4g}, far outside the HEAR "
-                      "range [-1, 1]; embedding them unclipped (scale integer PCM by 1/32768)", stacklevel=3)
+    check_model_dtype(model, caller)
+    check_audio(audio, caller, stacklevel=3)
 
 
 def _device(model: PretrainedModel) -> torch.device:

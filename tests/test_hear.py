@@ -593,3 +593,10 @@ def test_heareval_embeds_and_scores_a_scene_and_an_event_task(tiny_weights, mode
     assert 0.0 <= scene_scores["test_top1_acc"] <= 1.0
     event_scores = json.loads((emb / "syn_event" / "test.predicted-scores.json").read_text())["test"]
     assert 0.0 <= event_scores["test_segment_1s_er"] and "test_event_onset_200ms_fms" in event_scores
+
+
+def test_a_half_precision_model_gets_a_clear_error(tiny_weights):
+    half = hear_diffbyola.load_model(str(tiny_weights)).half()
+    for fn in (hear_diffbyola.get_scene_embeddings, hear_diffbyola.get_timestamp_embeddings):
+        with pytest.raises(TypeError, match=r"weights are torch.float16; .* call model.float\(\) first"):
+            fn(noise(1, 1.0), half)

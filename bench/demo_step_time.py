@@ -19,9 +19,9 @@ import statistics
 import time
 
 import torch
-from hear_diffbyola.tasks.demo.settings import BUDGETS
 
 from hear_diffbyola.runtime import tune_cpu_allocator
+from hear_diffbyola.tasks.demo.settings import BUDGETS
 from hear_diffbyola.train import (
     build_step_parts,
     hardware_description,

@@ -182,7 +182,7 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for program, label in GM_CLASSES.items():
-            for i, (pitch, vel) in enumerate(GM_NOTES):
+            for pitch, vel in GM_NOTES:
                 rel = f"eval/fg/{label}/gm{program:03d}_note{pitch}.wav"
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 sf.write(out / rel, render(program, [(0.05, 1.2, pitch, vel)], 2.0, work), SR, subtype="PCM_16")

@@ -9,6 +9,8 @@ import re
 import numpy as np
 import pytest
 import torch
+
+from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import heartask
 from hear_diffbyola.tasks.demo import (
     BUDGETS,
@@ -30,8 +32,6 @@ from hear_diffbyola.tasks.demo.results import FORMAT, analyse
 from hear_diffbyola.tasks.embedders import Embedder
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
-
-from hear_diffbyola.cli import main
 
 # BYOL-A v2's encoder at its smallest (1024 conv features + 64 fc outputs), as the core's tests use it
 TINY_PRETRAIN = ("encoder.arch=audiontt2022", "encoder.d=1088", "encoder.hidden=32", "learner.proj_hidden=64",

@@ -8,6 +8,9 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
+
+from hear_diffbyola.audio import read_audio
+from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import TaskError
 from hear_diffbyola.tasks.bgknown.folder_source import (
     build_from_folders,
@@ -16,9 +19,6 @@ from hear_diffbyola.tasks.bgknown.folder_source import (
 )
 from hear_diffbyola.tasks.bgknown.manifest import BuildParams, load_task
 from hear_diffbyola.tasks.mixing import event_loudness, overlap_samples
-
-from hear_diffbyola.audio import read_audio
-from hear_diffbyola.cli import main
 
 SR = 16000
 CLIP_S = 1.0

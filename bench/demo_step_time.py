@@ -10,6 +10,7 @@ planned steps, its default number of pretraining seeds and the number of λ.
     python bench/demo_step_time.py                         # quick, full, decide; λ 0 and 0.5; 2 rounds of 2 steps
     python bench/demo_step_time.py --budgets quick --rounds 3 --json step_time.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,19 +69,35 @@ def main() -> None:
             sync()
             times[s].append((time.perf_counter() - t0) / args.steps)
 
-    res = {"hardware": hardware_description(device, 1), "torch": torch.__version__, "threads": torch.get_num_threads(),
-           "load_average_after": os.getloadavg(), "steps_per_round": args.steps, "rounds": args.rounds, "budgets": {}}
+    res = {
+        "hardware": hardware_description(device, 1),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_average_after": os.getloadavg(),
+        "steps_per_round": args.steps,
+        "rounds": args.rounds,
+        "budgets": {},
+    }
     for name in args.budgets.split(","):
         b = BUDGETS[name]
         cfg = b.pretrain_config(0.0, str(device))
         steps = total_steps(cfg, cfg.train.embedded_size)
-        row = {"d": cfg.encoder.d, "hidden": cfg.encoder.hidden, "proj_hidden": cfg.learner.proj_hidden,
-               "batch_size": cfg.train.batch_size, "planned_steps": steps, "default_pretrain_seeds": len(b.pretrain_seeds)}
+        row = {
+            "d": cfg.encoder.d,
+            "hidden": cfg.encoder.hidden,
+            "proj_hidden": cfg.learner.proj_hidden,
+            "batch_size": cfg.train.batch_size,
+            "planned_steps": steps,
+            "default_pretrain_seeds": len(b.pretrain_seeds),
+        }
         for lam in lambdas:
             step_s = statistics.median(times[name, lam])
-            row[f"lam{lam:g}"] = {"step_s": step_s, "rounds_s": times[name, lam],
-                                  "clips_per_s": cfg.train.batch_size / step_s,
-                                  "one_run_h": step_s * steps / 3600}
+            row[f"lam{lam:g}"] = {
+                "step_s": step_s,
+                "rounds_s": times[name, lam],
+                "clips_per_s": cfg.train.batch_size / step_s,
+                "one_run_h": step_s * steps / 3600,
+            }
         # every pretraining seed trains λ = 0 and one λ > 0 (the second timed λ stands for all λ > 0)
         per_seed_h = sum(row[f"lam{lam:g}"]["one_run_h"] for lam in lambdas[:2])
         row["per_seed_pair_h"] = per_seed_h

@@ -18,6 +18,7 @@ as ratios (timestamps / scene cost; long clip / short clips throughput), which s
 Memory: each clip length runs in a fresh child process; the figure is the child's peak RSS
 (os.wait4 rusage), and the growth over the child's RSS before embedding (model + audio loaded).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,10 @@ def compare_archs(args: argparse.Namespace) -> None:
     for k, m in models.items():
         g = FrameGrid.of(m)
         rates = sorted(secs / x for x in times[k])
-        print(f"| {type(m.encoder).__name__} d={m.encoder.d} | {g.shifts} | {g.hop_samples * 1000 // g.sample_rate} ms | "
-              f"{statistics.median(rates):.1f} ({rates[0]:.1f}-{rates[-1]:.1f}) |")
+        print(
+            f"| {type(m.encoder).__name__} d={m.encoder.d} | {g.shifts} | {g.hop_samples * 1000 // g.sample_rate} ms | "
+            f"{statistics.median(rates):.1f} ({rates[0]:.1f}-{rates[-1]:.1f}) |"
+        )
     ratio = statistics.median(times["v1"]) / statistics.median(times["v2"])
     print(f"v2 / v1 timestamp throughput: {ratio:.2f}x")
 
@@ -103,7 +106,7 @@ def compare_modules(args: argparse.Namespace) -> None:
         frames = ref.encoder.frames(lm)
         if FrameGrid.of(ref).shifts == 1:
             return frames
-        shifted = ref.encoder.frames(lm[..., FrameGrid.of(ref).step:])
+        shifted = ref.encoder.frames(lm[..., FrameGrid.of(ref).step :])
         out = frames.new_empty(frames.shape[0], frames.shape[1] + shifted.shape[1], frames.shape[2])
         out[:, 0::2], out[:, 1::2] = frames, shifted
         return out
@@ -112,11 +115,17 @@ def compare_modules(args: argparse.Namespace) -> None:
     def module_scene() -> torch.Tensor:
         return temporal_pool(ref.encoder.frames(ref.frontend(wave)))
 
-    fns = {"module scene": module_scene, "fast scene": lambda: clip_embedding(model, wave),
-           "module timestamps": module_frames, "fast timestamps": lambda: dense_frames(model, wave)[0][0]}
+    fns = {
+        "module scene": module_scene,
+        "fast scene": lambda: clip_embedding(model, wave),
+        "module timestamps": module_frames,
+        "fast timestamps": lambda: dense_frames(model, wave)[0][0],
+    }
     cos = torch.nn.functional.cosine_similarity
-    agree = (cos(fns["fast scene"](), module_scene()).min().item(),
-             cos(fns["fast timestamps"](), module_frames(), dim=-1).min().item())
+    agree = (
+        cos(fns["fast scene"](), module_scene()).min().item(),
+        cos(fns["fast timestamps"](), module_frames(), dim=-1).min().item(),
+    )
     for f in fns.values():
         f()  # warm-up
     times = {k: [] for k in fns}
@@ -159,9 +168,22 @@ def child_memory(args: argparse.Namespace) -> None:
 
 def measure_memory(args: argparse.Namespace, minutes: float, mode: str) -> tuple[float, float]:
     """(peak RSS, growth over the pre-embedding RSS) in MiB of a fresh process embedding one clip."""
-    cmd = [sys.executable, __file__, "--child-minutes", str(minutes), "--child-mode", mode, "--threads",
-           str(args.threads), "--d", str(args.d)] + (["--weights", args.weights] if args.weights else []) \
+    cmd = (
+        [
+            sys.executable,
+            __file__,
+            "--child-minutes",
+            str(minutes),
+            "--child-mode",
+            mode,
+            "--threads",
+            str(args.threads),
+            "--d",
+            str(args.d),
+        ]
+        + (["--weights", args.weights] if args.weights else [])
         + (["--arch", args.arch] if args.arch else [])
+    )
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
     _, status, usage = os.wait4(proc.pid, 0)
@@ -200,36 +222,45 @@ def main() -> None:
         return child_memory(args)
     if args.vs_modules:
         torch.set_num_threads(args.threads)
-        print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}"
+        )
         compare_modules(args)
         return print(f"# load average at the end {os.getloadavg()[0]:.2f}")
     if args.archs_only:
         torch.set_num_threads(args.threads)
-        print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-              f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+        print(
+            f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+            f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}"
+        )
         return compare_archs(args)
 
     # Memory first: Linux carries the parent's peak RSS into a child's ru_maxrss across fork/exec, so the
     # parent must be lighter than any child (torch only, ~220 MB) when it starts them.
-    memory = {minutes: [measure_memory(args, minutes, mode) for mode in ("scene", "timestamp")]
-              for minutes in args.minutes}
+    memory = {
+        minutes: [measure_memory(args, minutes, mode) for mode in ("scene", "timestamp")] for minutes in args.minutes
+    }
     if args.memory_only:
         _, source = make_model(args.weights, args.d, args.arch)
         print(f"# {source}; torch {torch.__version__}; {args.threads} threads; load average {os.getloadavg()[0]:.2f}")
         return print_memory(memory)
     torch.set_num_threads(args.threads)
     model, source = make_model(args.weights, args.d, args.arch)
-    print(f"# {source}; torch {torch.__version__}; {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs, {args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"# {source}; torch {torch.__version__}; {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, {args.threads} threads; load average {os.getloadavg()[0]:.2f}"
+    )
     short, long = audio(args.batch, 10.0), audio(1, args.long_minutes * 60)
     get_scene_embeddings(short[:1], model)  # warm-up: allocator, kernels
     rows = {}
     for label, wave in ((f"{args.batch} x 10 s", short), (f"1 x {args.long_minutes:g} min", long)):
         secs = wave.numel() / SR
         reps = args.repeats if secs <= 600 else 1
-        rows[label] = (secs / timed(get_scene_embeddings, wave, model, reps),
-                       secs / timed(get_timestamp_embeddings, wave, model, reps))
+        rows[label] = (
+            secs / timed(get_scene_embeddings, wave, model, reps),
+            secs / timed(get_timestamp_embeddings, wave, model, reps),
+        )
     print("\n| input | scene audio-s/s | timestamp audio-s/s | timestamp / scene cost |")
     print("|---|---|---|---|")
     for label, (scene, stamps) in rows.items():

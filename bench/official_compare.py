@@ -21,6 +21,7 @@ and 0.5. Every contender runs once per round, rounds alternate, medians are repo
 (what survives a shared CPU). Embeddings run with glibc's default allocator (what a HEAR user has); the
 training rows come after and both sides get the allocator tuning our trainer applies.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,8 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -60,13 +61,24 @@ def official_frontend(v2: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor],
         if v2:
             import nnAudio.features
 
-            mel = nnAudio.features.MelSpectrogram(sr=SR, n_fft=1024, win_length=1024, hop_length=160, n_mels=64,
-                                                  fmin=60, fmax=7800, center=True, power=2, verbose=False)
+            mel = nnAudio.features.MelSpectrogram(
+                sr=SR,
+                n_fft=1024,
+                win_length=1024,
+                hop_length=160,
+                n_mels=64,
+                fmin=60,
+                fmax=7800,
+                center=True,
+                power=2,
+                verbose=False,
+            )
             return lambda w: torch.log(mel(w) + EPS), "nnAudio MelSpectrogram"
         import torchaudio
 
-        mel = torchaudio.transforms.MelSpectrogram(sample_rate=SR, n_fft=1024, win_length=1024, hop_length=160,
-                                                   n_mels=64, f_min=60, f_max=7800)
+        mel = torchaudio.transforms.MelSpectrogram(
+            sample_rate=SR, n_fft=1024, win_length=1024, hop_length=160, n_mels=64, f_min=60, f_max=7800
+        )
         return lambda w: torch.log(mel(w) + EPS), "torchaudio MelSpectrogram"
     except Exception as e:  # noqa: BLE001 - any import/ABI failure: fall back, and say so
         ours = LogMelSpectrogram(fe)
@@ -86,8 +98,9 @@ def rounds(fns: dict[str, Callable[[], object]], n: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in times.items()}
 
 
-def embedding_rows(args: argparse.Namespace, label: str, official_model: torch.nn.Module, weights: Path,
-                   v2: bool) -> None:
+def embedding_rows(
+    args: argparse.Namespace, label: str, official_model: torch.nn.Module, weights: Path, v2: bool
+) -> None:
     logmel, fe_name = official_frontend(v2)
     mean, std = BYOLA_V2_NORM if v2 else BYOLA_V1_NORM
     official_model.eval()
@@ -100,8 +113,11 @@ def embedding_rows(args: argparse.Namespace, label: str, official_model: torch.n
         return official_model(lms.unsqueeze(1))
 
     ours = load_model(str(weights))
-    fns = {"official scene": official_scene, "ours scene": lambda: get_scene_embeddings(wave, ours),
-           "ours timestamps": lambda: get_timestamp_embeddings(wave, ours)}
+    fns = {
+        "official scene": official_scene,
+        "ours scene": lambda: get_scene_embeddings(wave, ours),
+        "ours timestamps": lambda: get_timestamp_embeddings(wave, ours),
+    }
     agree = torch.nn.functional.cosine_similarity(official_scene(), get_scene_embeddings(wave, ours)).min().item()
     med = rounds(fns, args.rounds)
     base = med["official scene"]
@@ -121,8 +137,9 @@ def v2_weights(args: argparse.Namespace, models) -> tuple[Path, str]:
     return path, "random initialisation in the official layout (no published v2 file given)"
 
 
-def training_rows(args: argparse.Namespace, official: Path, arch: str, make_official: Callable[[], torch.nn.Module],
-                  d: int) -> None:
+def training_rows(
+    args: argparse.Namespace, official: Path, arch: str, make_official: Callable[[], torch.nn.Module], d: int
+) -> None:
     from hear_diffbyola.config import PretrainConfig, apply_overrides
     from hear_diffbyola.train import build_step_parts, training_step
 
@@ -131,8 +148,14 @@ def training_rows(args: argparse.Namespace, official: Path, arch: str, make_offi
     tune_cpu_allocator()
     B = args.train_batch
     torch.manual_seed(0)
-    learner = byol.BYOL(make_official(), image_size=(64, 96), hidden_layer=-1, projection_size=256,
-                        projection_hidden_size=4096, moving_average_decay=0.99)
+    learner = byol.BYOL(
+        make_official(),
+        image_size=(64, 96),
+        hidden_layer=-1,
+        projection_size=256,
+        projection_hidden_size=4096,
+        moving_average_decay=0.99,
+    )
     opt = torch.optim.Adam(learner.parameters(), lr=1e-4)
     g = torch.Generator().manual_seed(1)
     v1, v2 = torch.randn(B, 1, 64, 96, generator=g), torch.randn(B, 1, 64, 96, generator=g)
@@ -144,12 +167,24 @@ def training_rows(args: argparse.Namespace, official: Path, arch: str, make_offi
         opt.step()
         learner.update_moving_average()
 
-    parts = {lam: build_step_parts(PretrainConfig.from_dict(apply_overrides({}, [
-        f"encoder.arch={arch}", f"encoder.d={d}", f"learner.lam={lam}", f"train.batch_size={B}"])), (0.0, 1.0),
-        torch.device("cpu")) for lam in (0.0, 0.5)}
+    parts = {
+        lam: build_step_parts(
+            PretrainConfig.from_dict(
+                apply_overrides(
+                    {}, [f"encoder.arch={arch}", f"encoder.d={d}", f"learner.lam={lam}", f"train.batch_size={B}"]
+                )
+            ),
+            (0.0, 1.0),
+            torch.device("cpu"),
+        )
+        for lam in (0.0, 0.5)
+    }
     wave = torch.randn(B, 95 * 160, generator=g) * 0.1
-    fns = {"official step": official_step, "ours lambda=0": lambda: training_step(parts[0.0], wave),
-           "ours lambda=0.5": lambda: training_step(parts[0.5], wave)}
+    fns = {
+        "official step": official_step,
+        "ours lambda=0": lambda: training_step(parts[0.0], wave),
+        "ours lambda=0.5": lambda: training_step(parts[0.5], wave),
+    }
     med = rounds(fns, args.rounds)
     print(f"\n## training step {arch} d={d}, B={B}, {args.rounds} rounds")
     print("| what | clips/s | vs official |\n|---|---|---|")
@@ -172,14 +207,20 @@ def main() -> None:
     args = p.parse_args()
     official = Path(args.official) if args.official else None
     if official is None or not (official / "byol_a" / "models.py").is_file():
-        print("skipped: give --official, a checkout of github.com/nttcslab/byol-a (byol_a/models.py); nothing is downloaded")
+        print(
+            "skipped: give --official, a checkout of github.com/nttcslab/byol-a (byol_a/models.py); nothing is downloaded"
+        )
         return
     if not args.weights or not Path(args.weights).is_file():
-        print("skipped: give --weights, an official AudioNTT2020-BYOLA-64x96d*.pth (e.g. pretrained_weights/ of the checkout)")
+        print(
+            "skipped: give --weights, an official AudioNTT2020-BYOLA-64x96d*.pth (e.g. pretrained_weights/ of the checkout)"
+        )
         return
     torch.set_num_threads(args.threads)
-    print(f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}")
+    print(
+        f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}"
+    )
     v1_models = import_file("byola_official_models", official / "byol_a" / "models.py")
     sd = torch.load(args.weights, map_location="cpu", weights_only=True)
     d1 = int(sd["fc.3.weight"].shape[0])
@@ -199,8 +240,10 @@ def main() -> None:
         embedding_rows(args, "v2 AudioNTT2022 d=3072", model, weights, v2=True)
     if args.train:
         if not (official / "byol_a" / "byol_pytorch.py").is_file():
-            print("\ntraining skipped: byol_a/byol_pytorch.py missing (BYOL-A's README: fetch byol-pytorch at the pinned "
-                  "commit and apply byol_a/byol_pytorch.diff)")
+            print(
+                "\ntraining skipped: byol_a/byol_pytorch.py missing (BYOL-A's README: fetch byol-pytorch at the pinned "
+                "commit and apply byol_a/byol_pytorch.diff)"
+            )
         else:
             training_rows(args, official, "audiontt2020", lambda: v1_models.AudioNTT2020(n_mels=64, d=d1), d1)
             if v2_models is not None:

@@ -9,6 +9,7 @@ while that setting's rounds run (on top of what the process already held).
     python bench/pretrain_throughput.py                    # the v2 default: AudioNTT2022 d=3072, batch 64 per step
     python bench/pretrain_throughput.py --arch audiontt2020 --d 512 --batch-size 64 --rounds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ class RssPeak:
             self.peak = max(self.peak, self._rss())
             time.sleep(self.interval)
 
-    def __enter__(self) -> "RssPeak":
+    def __enter__(self) -> RssPeak:
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         return self
@@ -70,9 +71,12 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     enc = [f"encoder.arch={args.arch}"] + ([f"encoder.d={args.d}"] if args.d else [])
-    cfg = {lam: PretrainConfig.from_dict(apply_overrides({}, enc + [f"learner.lam={lam}",
-                                                                    f"train.batch_size={args.batch_size}"]))
-           for lam in (0.0, 0.5)}
+    cfg = {
+        lam: PretrainConfig.from_dict(
+            apply_overrides({}, enc + [f"learner.lam={lam}", f"train.batch_size={args.batch_size}"])
+        )
+        for lam in (0.0, 0.5)
+    }
     parts = {lam: build_step_parts(c, (0.0, 1.0), device) for lam, c in cfg.items()}
     n_samples = cfg[0.0].frontend.samples_for_frames(96)
     wave = torch.randn(args.batch_size, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
@@ -99,10 +103,17 @@ def main() -> None:
                 times[lam].append((time.perf_counter() - t0) / args.steps)
             peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
             peaks[lam] = max(peaks[lam], peak)
-    res = {"hardware": hardware_description(device, 1), "torch": torch.__version__, "arch": args.arch,
-           "d": cfg[0.0].encoder.d, "threads": torch.get_num_threads(), "load_average": os.getloadavg()[0],
-           "batch_size": args.batch_size, "allocator_tuning": device.type == "cpu" and not args.no_allocator_tuning,
-           "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS"}
+    res = {
+        "hardware": hardware_description(device, 1),
+        "torch": torch.__version__,
+        "arch": args.arch,
+        "d": cfg[0.0].encoder.d,
+        "threads": torch.get_num_threads(),
+        "load_average": os.getloadavg()[0],
+        "batch_size": args.batch_size,
+        "allocator_tuning": device.type == "cpu" and not args.no_allocator_tuning,
+        "peak_memory_kind": "cuda max allocated" if device.type == "cuda" else "process RSS",
+    }
     for lam in parts:
         step = statistics.median(times[lam])
         res[f"lam{lam}"] = {"step_s": step, "clips_per_s": args.batch_size / step, "peak_mem_mib": peaks[lam] / 2**20}

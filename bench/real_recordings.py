@@ -21,6 +21,7 @@ Sources (licences from each package's /usr/share/doc/PACKAGE/copyright):
 Disjointness: every source file and every GM program is used in one role only (evaluation foreground,
 evaluation background, or pretraining); the script checks it before writing and fails otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,49 +42,121 @@ MT_LICENCE = "CC-BY-SA-3.0 / CC0-1.0 / CC-BY-3.0 per file, see /usr/share/doc/mi
 
 # foreground classes from Minetest Game: class -> file stems (mod/sounds/<stem>.ogg)
 MT_CLASSES = {
-    "glass": ["default/default_break_glass.1", "default/default_break_glass.2", "default/default_break_glass.3",
-              "default/default_glass_footstep", "doors/doors_glass_door_open", "doors/doors_glass_door_close"],
+    "glass": [
+        "default/default_break_glass.1",
+        "default/default_break_glass.2",
+        "default/default_break_glass.3",
+        "default/default_glass_footstep",
+        "doors/doors_glass_door_open",
+        "doors/doors_glass_door_close",
+    ],
     "snow_steps": [f"default/default_snow_footstep.{i}" for i in range(1, 6)],
     "gravel": [f"default/default_gravel_footstep.{i}" for i in range(1, 5)]
-              + [f"default/default_gravel_dig.{i}" for i in (1, 2)] + [f"default/default_gravel_dug.{i}" for i in (1, 2, 3)],
-    "ice": [f"default/default_ice_dig.{i}" for i in (1, 2, 3)] + ["default/default_ice_dug"]
-           + [f"default/default_ice_footstep.{i}" for i in (1, 2, 3)],
+    + [f"default/default_gravel_dig.{i}" for i in (1, 2)]
+    + [f"default/default_gravel_dug.{i}" for i in (1, 2, 3)],
+    "ice": [f"default/default_ice_dig.{i}" for i in (1, 2, 3)]
+    + ["default/default_ice_dug"]
+    + [f"default/default_ice_footstep.{i}" for i in (1, 2, 3)],
     "metal": ["default/default_dig_metal", "default/default_dug_metal.1", "default/default_dug_metal.2"]
-             + [f"default/default_metal_footstep.{i}" for i in (1, 2, 3)]
-             + ["default/default_place_node_metal.1", "default/default_place_node_metal.2",
-                "doors/doors_steel_door_open", "doors/doors_steel_door_close",
-                "xpanes/xpanes_steel_bar_door_open", "xpanes/xpanes_steel_bar_door_close"],
-    "wood": [f"default/default_dig_choppy.{i}" for i in (1, 2, 3)] + ["default/default_wood_footstep.1",
-             "default/default_wood_footstep.2", "doors/doors_door_open", "doors/doors_door_close",
-             "doors/doors_fencegate_open", "doors/doors_fencegate_close", "default/default_chest_open",
-             "default/default_chest_close"],
-    "stone": [f"default/default_dig_cracky.{i}" for i in (1, 2, 3)] + [f"default/default_hard_footstep.{i}" for i in (1, 2, 3)]
-             + ["default/default_place_node_hard.1", "default/default_place_node_hard.2"],
-    "soft_ground": [f"default/default_grass_footstep.{i}" for i in (1, 2, 3)] + ["default/default_dirt_footstep.1",
-                    "default/default_dirt_footstep.2", "default/default_dig_crumbly"]
-                   + [f"default/default_sand_footstep.{i}" for i in (1, 2, 3)],
+    + [f"default/default_metal_footstep.{i}" for i in (1, 2, 3)]
+    + [
+        "default/default_place_node_metal.1",
+        "default/default_place_node_metal.2",
+        "doors/doors_steel_door_open",
+        "doors/doors_steel_door_close",
+        "xpanes/xpanes_steel_bar_door_open",
+        "xpanes/xpanes_steel_bar_door_close",
+    ],
+    "wood": [f"default/default_dig_choppy.{i}" for i in (1, 2, 3)]
+    + [
+        "default/default_wood_footstep.1",
+        "default/default_wood_footstep.2",
+        "doors/doors_door_open",
+        "doors/doors_door_close",
+        "doors/doors_fencegate_open",
+        "doors/doors_fencegate_close",
+        "default/default_chest_open",
+        "default/default_chest_close",
+    ],
+    "stone": [f"default/default_dig_cracky.{i}" for i in (1, 2, 3)]
+    + [f"default/default_hard_footstep.{i}" for i in (1, 2, 3)]
+    + ["default/default_place_node_hard.1", "default/default_place_node_hard.2"],
+    "soft_ground": [f"default/default_grass_footstep.{i}" for i in (1, 2, 3)]
+    + ["default/default_dirt_footstep.1", "default/default_dirt_footstep.2", "default/default_dig_crumbly"]
+    + [f"default/default_sand_footstep.{i}" for i in (1, 2, 3)],
 }
 # long Minetest ambient loops: backgrounds
-MT_BACKGROUNDS = ["default/default_furnace_active", "env_sounds/env_sounds_lava.1", "env_sounds/env_sounds_lava.2",
-                  "env_sounds/env_sounds_water.1", "env_sounds/env_sounds_water.2", "env_sounds/env_sounds_water.3",
-                  "env_sounds/env_sounds_water.4", "fire/fire_large", "fire/fire_small", "fire/fire_fire.1",
-                  "fire/fire_fire.2", "fire/fire_fire.3"]
+MT_BACKGROUNDS = [
+    "default/default_furnace_active",
+    "env_sounds/env_sounds_lava.1",
+    "env_sounds/env_sounds_lava.2",
+    "env_sounds/env_sounds_water.1",
+    "env_sounds/env_sounds_water.2",
+    "env_sounds/env_sounds_water.3",
+    "env_sounds/env_sounds_water.4",
+    "fire/fire_large",
+    "fire/fire_small",
+    "fire/fire_fire.1",
+    "fire/fire_fire.2",
+    "fire/fire_fire.3",
+]
 # Minetest sounds in neither list above go to the pretraining corpus
 
 # GM programs (0-based) -> foreground class: single notes
-GM_CLASSES = {0: "piano", 40: "violin", 56: "trumpet", 73: "flute", 24: "nylon_guitar", 13: "xylophone",
-              12: "marimba", 22: "harmonica"}
+GM_CLASSES = {
+    0: "piano",
+    40: "violin",
+    56: "trumpet",
+    73: "flute",
+    24: "nylon_guitar",
+    13: "xylophone",
+    12: "marimba",
+    22: "harmonica",
+}
 # (MIDI pitch, velocity) per clip: two octaves and a half, loud and soft
 GM_NOTES = [(p, v) for p, v in zip(range(50, 86, 3), (100, 70, 110, 85, 60, 95, 120, 75, 90, 65, 105, 80))]
 # GM programs for backgrounds: sustained chord progressions (long "scenes" of music)
 GM_BACKGROUNDS = {48: "strings", 19: "church_organ", 52: "choir", 89: "warm_pad", 61: "brass_section", 46: "harp"}
 BG_SECONDS = 12.0
 # GM programs for the pretraining corpus: none of the above
-GM_PRETRAIN = [1, 4, 6, 8, 11, 16, 21, 25, 27, 32, 33, 38, 41, 42, 57, 60, 64, 65, 68, 70, 71, 75, 80, 81, 87, 105, 108,
-               114, 115, 116, 117, 118]
+GM_PRETRAIN = [
+    1,
+    4,
+    6,
+    8,
+    11,
+    16,
+    21,
+    25,
+    27,
+    32,
+    33,
+    38,
+    41,
+    42,
+    57,
+    60,
+    64,
+    65,
+    68,
+    70,
+    71,
+    75,
+    80,
+    81,
+    87,
+    105,
+    108,
+    114,
+    115,
+    116,
+    117,
+    118,
+]
 
 
 # ---------------------------------------------------------------- MIDI (format 0, one track)
+
 
 def _vlq(n: int) -> bytes:
     out = [n & 0x7F]
@@ -113,8 +186,27 @@ def render(program: int, notes: list[tuple[float, float, int, int]], seconds: fl
     """The notes rendered by fluidsynth with FluidR3_GM at 16 kHz, mono, cut or padded to ``seconds``."""
     mid, wav = work / "x.mid", work / "x.wav"
     mid.write_bytes(midi_file(program, notes))
-    subprocess.run(["fluidsynth", "-ni", "-q", "-R", "0", "-C", "0", "-g", "0.6", "-r", str(SR), "-F", str(wav),
-                    str(SOUNDFONT), str(mid)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "fluidsynth",
+            "-ni",
+            "-q",
+            "-R",
+            "0",
+            "-C",
+            "0",
+            "-g",
+            "0.6",
+            "-r",
+            str(SR),
+            "-F",
+            str(wav),
+            str(SOUNDFONT),
+            str(mid),
+        ],
+        check=True,
+        capture_output=True,
+    )
     x, sr = sf.read(wav, dtype="float32", always_2d=True)
     assert sr == SR, sr
     x = x.mean(axis=1)
@@ -136,6 +228,7 @@ def chords(seconds: float, rng: np.random.Generator) -> list[tuple[float, float,
 
 
 # ---------------------------------------------------------------- assembling
+
 
 def _to_wav(src: Path, dst: Path) -> None:
     """Any soundfile-readable file as 16-bit mono WAV at its own rate (the build resamples)."""
@@ -159,7 +252,7 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
         raise SystemExit(f"minetest-data lacks {sorted(missing)[:3]}...: another version? adjust MT_CLASSES")
     programs = [set(GM_CLASSES), set(GM_BACKGROUNDS), set(GM_PRETRAIN)]
     # disjoint roles: no file and no GM program in two of them
-    assert not mt_fg & mt_bg and not any(a & b for i, a in enumerate(programs) for b in programs[i + 1:])
+    assert not mt_fg & mt_bg and not any(a & b for i, a in enumerate(programs) for b in programs[i + 1 :])
     if out.exists():
         shutil.rmtree(out)
     rows = ["file\trole\tsource\tpackage\tlicence"]
@@ -173,7 +266,13 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
         for stem in stems:
             rel = f"eval/fg/{label}/{stem.replace('/', '__')}.wav"
             _to_wav(MT / stem.split("/")[0] / "sounds" / f"{stem.split('/')[1]}.ogg", out / rel)
-            add(rel, "eval_fg", f"{MT}/{stem.split('/')[0]}/sounds/{stem.split('/')[1]}.ogg", "minetest-data", MT_LICENCE)
+            add(
+                rel,
+                "eval_fg",
+                f"{MT}/{stem.split('/')[0]}/sounds/{stem.split('/')[1]}.ogg",
+                "minetest-data",
+                MT_LICENCE,
+            )
     for stem in MT_BACKGROUNDS:
         rel = f"eval/bg/{stem.replace('/', '__')}.wav"
         _to_wav(MT / stem.split("/")[0] / "sounds" / f"{stem.split('/')[1]}.ogg", out / rel)
@@ -186,15 +285,23 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
                 rel = f"eval/fg/{label}/gm{program:03d}_note{pitch}.wav"
                 (out / rel).parent.mkdir(parents=True, exist_ok=True)
                 sf.write(out / rel, render(program, [(0.05, 1.2, pitch, vel)], 2.0, work), SR, subtype="PCM_16")
-                add(rel, "eval_fg", f"GM program {program}, note {pitch}, velocity {vel}", "fluid-soundfont-gm", sf_licence)
+                add(
+                    rel,
+                    "eval_fg",
+                    f"GM program {program}, note {pitch}, velocity {vel}",
+                    "fluid-soundfont-gm",
+                    sf_licence,
+                )
         for program, label in GM_BACKGROUNDS.items():
             rel = f"eval/bg/gm{program:03d}_{label}.wav"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(out / rel, render(program, chords(BG_SECONDS, rng), BG_SECONDS, work), SR, subtype="PCM_16")
             add(rel, "eval_bg", f"GM program {program}, triads, {BG_SECONDS:g} s", "fluid-soundfont-gm", sf_licence)
         for program in GM_PRETRAIN:
-            notes = [(0.05 + 0.5 * k, float(rng.uniform(0.3, 1.2)), int(rng.integers(40, 84)), int(rng.integers(50, 120)))
-                     for k in range(4)]
+            notes = [
+                (0.05 + 0.5 * k, float(rng.uniform(0.3, 1.2)), int(rng.integers(40, 84)), int(rng.integers(50, 120)))
+                for k in range(4)
+            ]
             rel = f"pretrain/gm{program:03d}.wav"
             (out / rel).parent.mkdir(parents=True, exist_ok=True)
             sf.write(out / rel, render(program, notes, 3.0, work), SR, subtype="PCM_16")
@@ -207,8 +314,13 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
         for src in sorted(FREEDESKTOP.glob("*.oga")):
             rel = f"pretrain/fd__{src.stem}.wav"
             _to_wav(src, out / rel)
-            add(rel, "pretrain", str(src), "sound-theme-freedesktop",
-                "CC-BY-SA-3.0 / CC-BY-3.0 / GPL-2+ per file, see /usr/share/doc/sound-theme-freedesktop/copyright")
+            add(
+                rel,
+                "pretrain",
+                str(src),
+                "sound-theme-freedesktop",
+                "CC-BY-SA-3.0 / CC-BY-3.0 / GPL-2+ per file, see /usr/share/doc/sound-theme-freedesktop/copyright",
+            )
     sources = [r.split("\t")[2] for r in rows[1:]]
     assert len(set(sources)) == len(sources), "a source was used twice"
     (out / "SOURCES.tsv").write_text("\n".join(rows) + "\n")
@@ -217,13 +329,17 @@ def assemble(out: Path, seed: int) -> dict[str, int]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", required=True, help="folder to (re)create: OUT/eval/fg/<class>/, OUT/eval/bg/, OUT/pretrain/")
+    ap.add_argument(
+        "--out", required=True, help="folder to (re)create: OUT/eval/fg/<class>/, OUT/eval/bg/, OUT/pretrain/"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the rendered chords and pretraining notes")
     args = ap.parse_args()
     counts = assemble(Path(args.out), args.seed)
     classes = sorted(p.name for p in (Path(args.out) / "eval" / "fg").iterdir())
-    print(f"wrote {args.out}: {counts['eval_fg']} foreground clips in {len(classes)} classes ({', '.join(classes)}), "
-          f"{counts['eval_bg']} backgrounds, {counts['pretrain']} pretraining files; origins in SOURCES.tsv")
+    print(
+        f"wrote {args.out}: {counts['eval_fg']} foreground clips in {len(classes)} classes ({', '.join(classes)}), "
+        f"{counts['eval_bg']} backgrounds, {counts['pretrain']} pretraining files; origins in SOURCES.tsv"
+    )
 
 
 if __name__ == "__main__":

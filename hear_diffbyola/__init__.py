@@ -4,6 +4,7 @@ The package itself is a HEAR 2021 module (``hear-validator hear_diffbyola --mode
 ``get_scene_embeddings`` and ``get_timestamp_embeddings`` come from ``hear_diffbyola.hear``. They are
 looked up on first use (PEP 562), so ``import hear_diffbyola`` alone does not import torch.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,7 +1,6 @@
 """Audio file I/O: any format libsndfile reads (wav, flac, ogg, mp3), any rate and channel count -> mono float32."""
-from __future__ import annotations
 
-from .errors import DiffByolaError
+from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
@@ -9,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy.signal import resample_poly
+
+from .errors import DiffByolaError
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 

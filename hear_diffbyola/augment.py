@@ -5,6 +5,7 @@ whole batch (B, 1, F, T) and draws one set of parameters per clip, so augmentati
 tensor ops per step. Random parameters are drawn on the CPU from an explicit ``torch.Generator``
 (small tensors, then moved) so a run is reproducible on any device and resumable exactly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
-
 from .objectives import log_mixup_exp
 
 
@@ -41,10 +41,12 @@ class AugmentConfig(DictConfig):
                 raise ValueError(f"augment.{name} must be (low, high) with 0 < low <= high, got {(lo, hi)}")
             object.__setattr__(self, name, (float(lo), float(hi)))
         if min(self.virtual_crop_scale) < 1.0:
-            raise ValueError(f"augment.virtual_crop_scale must be >= 1 (a canvas around the input), got {self.virtual_crop_scale}")
+            raise ValueError(
+                f"augment.virtual_crop_scale must be >= 1 (a canvas around the input), got {self.virtual_crop_scale}"
+            )
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AugmentConfig":
+    def from_dict(cls, d: dict) -> AugmentConfig:
         # YAML has no tuples
         return super().from_dict({k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
@@ -82,7 +84,7 @@ class MixupMemory(nn.Module):
 
     @torch.no_grad()
     def push(self, x: torch.Tensor) -> None:
-        x = x.detach()[-self.n_memory:]
+        x = x.detach()[-self.n_memory :]
         if self.memory is None or self.memory.shape[1:] != x.shape[1:] or self.memory.device != x.device:
             self.memory = torch.zeros((self.n_memory, *x.shape[1:]), dtype=x.dtype, device=x.device)
             self.filled = self.cursor = 0
@@ -121,7 +123,9 @@ class RandomResizeCrop(nn.Module):
         self.freq_scale = freq_scale
         self.time_scale = time_scale
 
-    def sample_params(self, batch: int, n_freq: int, n_time: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    def sample_params(
+        self, batch: int, n_freq: int, n_time: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, ...]:
         """Per clip: crop top-left (i, j) on the canvas and crop size (h, w), as BYOL-A draws them."""
         canvas_h = int(n_freq * self.virtual_crop_scale[0])
         canvas_w = int(n_time * self.virtual_crop_scale[1])

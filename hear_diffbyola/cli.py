@@ -8,6 +8,7 @@ register theirs), so a new benchmark touches only its own folder and ``pyproject
 Errors: every error the package raises on bad input is a :class:`~hear_diffbyola.errors.DiffByolaError`;
 ``main`` catches it once and prints ``hear-diffbyola COMMAND: error: MESSAGE`` on one line (exit status 2).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,16 +21,33 @@ from .errors import DiffByolaError
 if TYPE_CHECKING:
     from .config import PretrainConfig
 
-__all__ = ["COMMANDS_GROUP", "PRETRAIN_FLAGS", "build_config", "main", "make_parser", "parse_args", "registered_commands"]
+__all__ = [
+    "COMMANDS_GROUP",
+    "PRETRAIN_FLAGS",
+    "build_config",
+    "main",
+    "make_parser",
+    "parse_args",
+    "registered_commands",
+]
 
 COMMANDS_GROUP = "hear_diffbyola.commands"
 
 # Named pretrain flags (argparse dest) -> config keys. Their values arrive typed from argparse and go into
 # the config as they are; --set SECTION.KEY=VALUE reaches every other key (read as YAML, then type-checked).
 PRETRAIN_FLAGS = {
-    "corpus": "train.corpus", "lam": "learner.lam", "steps": "train.steps", "epochs": "train.epochs",
-    "batch_size": "train.batch_size", "lr": "train.lr", "seed": "train.seed", "arch": "encoder.arch", "d": "encoder.d",
-    "device": "train.device", "num_workers": "train.num_workers", "checkpoint_every": "train.checkpoint_every",
+    "corpus": "train.corpus",
+    "lam": "learner.lam",
+    "steps": "train.steps",
+    "epochs": "train.epochs",
+    "batch_size": "train.batch_size",
+    "lr": "train.lr",
+    "seed": "train.seed",
+    "arch": "encoder.arch",
+    "d": "encoder.d",
+    "device": "train.device",
+    "num_workers": "train.num_workers",
+    "checkpoint_every": "train.checkpoint_every",
 }
 
 
@@ -44,14 +62,17 @@ def build_config(args: argparse.Namespace) -> PretrainConfig:
 
 # ---------------------------------------------------------------- core commands
 
+
 def cmd_pretrain(args: argparse.Namespace) -> int:
     from .train import pretrain
 
     config = build_config(args)
     summary = pretrain(config, args.out, resume=args.resume, progress=not args.no_progress)
     if summary.get("final"):
-        print(f"[hear-diffbyola] done: {summary['steps']} steps in {summary['wall_time_s']:.1f} s; run in {args.out}; "
-              f"export with: hear-diffbyola export {args.out} --out weights/NAME.safetensors")
+        print(
+            f"[hear-diffbyola] done: {summary['steps']} steps in {summary['wall_time_s']:.1f} s; run in {args.out}; "
+            f"export with: hear-diffbyola export {args.out} --out weights/NAME.safetensors"
+        )
     return 0
 
 
@@ -59,8 +80,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .weights import export_run
 
     header = export_run(args.run_dir, args.out)
-    print(f"[hear-diffbyola] wrote {args.out} (lambda={header['lam']}, steps={header['provenance']['steps']}, "
-          f"d={header['encoder']['d']})")
+    print(
+        f"[hear-diffbyola] wrote {args.out} (lambda={header['lam']}, steps={header['provenance']['steps']}, "
+        f"d={header['encoder']['d']})"
+    )
     return 0
 
 
@@ -85,11 +108,17 @@ def cmd_install_eval_tools(args: argparse.Namespace) -> int:
 
 
 def _add_pretrain(sub: argparse._SubParsersAction) -> None:
-    pt = sub.add_parser("pretrain", help="pretrain DiffBYOL-A (embedded corpus by default)",
-                        description="Pretrain on the embedded corpus, a folder of audio or a .csv/.txt list. "
-                                    "Multi-GPU: torchrun --nproc_per_node N -m hear_diffbyola pretrain ...")
-    pt.add_argument("--config", help="YAML file with sections frontend/encoder/augment/learner/train "
-                                     "(see 'hear-diffbyola config' for all keys and defaults)")
+    pt = sub.add_parser(
+        "pretrain",
+        help="pretrain DiffBYOL-A (embedded corpus by default)",
+        description="Pretrain on the embedded corpus, a folder of audio or a .csv/.txt list. "
+        "Multi-GPU: torchrun --nproc_per_node N -m hear_diffbyola pretrain ...",
+    )
+    pt.add_argument(
+        "--config",
+        help="YAML file with sections frontend/encoder/augment/learner/train "
+        "(see 'hear-diffbyola config' for all keys and defaults)",
+    )
     pt.add_argument("--out", default="runs/pretrain", help="run folder (default: runs/pretrain)")
     pt.add_argument("--corpus", help="'embedded' (default), a folder of audio files, or a .csv/.txt list")
     pt.add_argument("--lam", type=float, help="lambda, weight of L_diff in [0, 1] (default 0.5; 0 = BYOL-A)")
@@ -98,15 +127,27 @@ def _add_pretrain(sub: argparse._SubParsersAction) -> None:
     pt.add_argument("--batch-size", type=int, help="global batch size (default 256)")
     pt.add_argument("--lr", type=float, help="Adam learning rate (default 1e-3)")
     pt.add_argument("--seed", type=int, help="seed of everything random (default 0)")
-    pt.add_argument("--arch", choices=("audiontt2022", "audiontt2020"),
-                    help="encoder: audiontt2022 (BYOL-A v2, default) or audiontt2020 (BYOL-A v1)")
-    pt.add_argument("--d", type=int, help="per-frame embedding size (default: 3072 for audiontt2022, which needs "
-                                          "d > 1024; 2048 for audiontt2020, a multiple of 64)")
+    pt.add_argument(
+        "--arch",
+        choices=("audiontt2022", "audiontt2020"),
+        help="encoder: audiontt2022 (BYOL-A v2, default) or audiontt2020 (BYOL-A v1)",
+    )
+    pt.add_argument(
+        "--d",
+        type=int,
+        help="per-frame embedding size (default: 3072 for audiontt2022, which needs "
+        "d > 1024; 2048 for audiontt2020, a multiple of 64)",
+    )
     pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:N")
     pt.add_argument("--num-workers", type=int, help="data loading processes (default 2)")
     pt.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
-    pt.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                    help="override any config key, e.g. --set augment.mixup_ratio=0.2 (repeatable)")
+    pt.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override any config key, e.g. --set augment.mixup_ratio=0.2 (repeatable)",
+    )
     pt.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     pt.add_argument("--no-progress", action="store_true", help="no progress bar")
     pt.set_defaults(func=cmd_pretrain)
@@ -123,15 +164,19 @@ def _add_core(sub: argparse._SubParsersAction) -> None:
     cf = sub.add_parser("config", help="print the default configuration as YAML")
     cf.set_defaults(func=cmd_config)
 
-    ie = sub.add_parser("install-eval-tools", help="pip-install heareval 2021.1.3 and hearvalidator 2021.0.6 (--no-deps)",
-                        description="Their declared pins cannot install on Python 3.11, so they go in with --no-deps; "
-                                    "what they import comes from the 'hear-eval' extra. Also patches one line of "
-                                    "heareval so event tasks score with pytorch-lightning 1.9.5 (idempotent).")
+    ie = sub.add_parser(
+        "install-eval-tools",
+        help="pip-install heareval 2021.1.3 and hearvalidator 2021.0.6 (--no-deps)",
+        description="Their declared pins cannot install on Python 3.11, so they go in with --no-deps; "
+        "what they import comes from the 'hear-eval' extra. Also patches one line of "
+        "heareval so event tasks score with pytorch-lightning 1.9.5 (idempotent).",
+    )
     ie.add_argument("--no-patch", action="store_true", help="leave heareval unpatched (event-task scoring then fails)")
     ie.set_defaults(func=cmd_install_eval_tools)
 
 
 # ---------------------------------------------------------------- registered commands
+
 
 def registered_commands() -> list[EntryPoint]:
     """The ``hear_diffbyola.commands`` entry points, one per name, in name order."""
@@ -153,11 +198,17 @@ def _label_commands(parser: argparse.ArgumentParser, words: tuple[str, ...] = ()
 
 def make_parser() -> argparse.ArgumentParser:
     commands = registered_commands()
-    epilog = None if commands else (
-        f"No {COMMANDS_GROUP} entry points are installed, so the task and s3prl commands are missing: "
-        "reinstall the package (pip install -e .).")
-    p = argparse.ArgumentParser(prog="hear-diffbyola", epilog=epilog,
-                                description="Difference-aware BYOL-A: pretrain, export, evaluate.")
+    epilog = (
+        None
+        if commands
+        else (
+            f"No {COMMANDS_GROUP} entry points are installed, so the task and s3prl commands are missing: "
+            "reinstall the package (pip install -e .)."
+        )
+    )
+    p = argparse.ArgumentParser(
+        prog="hear-diffbyola", epilog=epilog, description="Difference-aware BYOL-A: pretrain, export, evaluate."
+    )
     sub = p.add_subparsers(dest="command", required=True)
     _add_core(sub)
     for ep in commands:

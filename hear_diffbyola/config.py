@@ -5,6 +5,7 @@ what the CLI's named flags use) and ``section.key=value`` strings (``apply_overr
 ``--set``). Whatever their origin, ``PretrainConfig.from_dict`` checks each value against its field's
 annotation (``check_value``), so a wrong type fails naming the key, the value and the type expected.
 """
+
 from __future__ import annotations
 
 import functools
@@ -12,9 +13,10 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import yaml
 
@@ -56,31 +58,49 @@ class TrainConfig(DictConfig):
 
     def __post_init__(self) -> None:
         checks = [
-            (self.batch_size >= 2, f"train.batch_size must be >= 2 (the mix pairs clips in the batch), got {self.batch_size}"),
+            (
+                self.batch_size >= 2,
+                f"train.batch_size must be >= 2 (the mix pairs clips in the batch), got {self.batch_size}",
+            ),
             (self.epochs >= 1, f"train.epochs must be >= 1, got {self.epochs}"),
             (self.steps is None or self.steps >= 1, f"train.steps must be >= 1, got {self.steps}"),
             (self.lr > 0, f"train.lr must be > 0, got {self.lr}"),
             (self.crop_seconds > 0, f"train.crop_seconds must be > 0, got {self.crop_seconds}"),
-            (self.checkpoint_every >= 1 and self.log_every >= 1, "train.checkpoint_every and train.log_every must be >= 1"),
+            (
+                self.checkpoint_every >= 1 and self.log_every >= 1,
+                "train.checkpoint_every and train.log_every must be >= 1",
+            ),
             (self.num_workers >= 0, f"train.num_workers must be >= 0, got {self.num_workers}"),
             (self.norm_clips >= 1, f"train.norm_clips must be >= 1, got {self.norm_clips}"),
             (self.amp in ("auto", "bf16", "off"), f"train.amp must be auto, bf16 or off, got {self.amp!r}"),
-            (0.0 <= self.max_bad_fraction <= 1.0, f"train.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}"),
+            (
+                0.0 <= self.max_bad_fraction <= 1.0,
+                f"train.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
+            ),
             (self.embedded_size >= 1, f"train.embedded_size must be >= 1 clip, got {self.embedded_size}"),
             (self.embedded_duration > 0, f"train.embedded_duration must be > 0 seconds, got {self.embedded_duration}"),
             (self.seed >= 0, f"train.seed must be >= 0 (numpy seeds are non-negative), got {self.seed}"),
-            (bool(str(self.corpus).strip()), "train.corpus must be 'embedded', a folder of audio or a .csv/.txt list, "
-                                             "got an empty string"),
-            (bool(DEVICE_PATTERN.match(str(self.device))),
-             f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}"),
+            (
+                bool(str(self.corpus).strip()),
+                "train.corpus must be 'embedded', a folder of audio or a .csv/.txt list, got an empty string",
+            ),
+            (
+                bool(DEVICE_PATTERN.match(str(self.device))),
+                f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ConfigError(msg)
 
 
-SECTIONS = {"frontend": FrontendConfig, "encoder": EncoderConfig, "augment": AugmentConfig,
-            "learner": LearnerConfig, "train": TrainConfig}
+SECTIONS = {
+    "frontend": FrontendConfig,
+    "encoder": EncoderConfig,
+    "augment": AugmentConfig,
+    "learner": LearnerConfig,
+    "train": TrainConfig,
+}
 
 
 @dataclass(frozen=True)
@@ -93,7 +113,9 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         if self.encoder.n_mels != self.frontend.n_mels:
-            raise ConfigError(f"encoder.n_mels ({self.encoder.n_mels}) must equal frontend.n_mels ({self.frontend.n_mels})")
+            raise ConfigError(
+                f"encoder.n_mels ({self.encoder.n_mels}) must equal frontend.n_mels ({self.frontend.n_mels})"
+            )
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         out = {}
@@ -102,7 +124,7 @@ class PretrainConfig:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PretrainConfig":
+    def from_dict(cls, d: dict) -> PretrainConfig:
         unknown = set(d) - set(SECTIONS)
         if unknown:
             raise ConfigError(f"unknown config sections {sorted(unknown)}; valid sections: {sorted(SECTIONS)}")
@@ -140,16 +162,22 @@ def load_yaml(path: str | Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"config file {path} is not valid YAML{where}: {problem}; fix it there "
-                          "('hear-diffbyola config' prints a valid one)") from None
+        raise ConfigError(
+            f"config file {path} is not valid YAML{where}: {problem}; fix it there "
+            "('hear-diffbyola config' prints a valid one)"
+        ) from None
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"config file {path} cannot be read ({e})") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections (frontend, encoder, augment, learner, train)")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections (frontend, encoder, augment, learner, train)"
+        )
     for name, sec in data.items():
         if sec is not None and not isinstance(sec, dict):
-            raise ConfigError(f"config file {path}: section '{name}' must be a mapping of keys to values "
-                              f"(e.g. '{name}:' then indented 'key: value' lines), got {sec!r}")
+            raise ConfigError(
+                f"config file {path}: section '{name}' must be a mapping of keys to values "
+                f"(e.g. '{name}:' then indented 'key: value' lines), got {sec!r}"
+            )
     return data
 
 

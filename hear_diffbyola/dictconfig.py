@@ -1,4 +1,5 @@
 """Shared dict round trip for the frozen configuration dataclasses of every room."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, fields

@@ -11,10 +11,11 @@ to the encoder's pooling grid. The receptive field reaches r - 1 log-mel frames 
 own r (each conv block k adds 2^(k-1) on each side), so kept frames never see a chunk edge: chunked
 equals unchunked to float rounding, while memory is bounded by the chunk, not the clip.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 
@@ -49,7 +50,7 @@ class FrameGrid:
             raise ValueError(f"shifts must divide the encoder's {self.reduction}-frame pooling, got {self.shifts}")
 
     @classmethod
-    def of(cls, model: PretrainedModel, shifts: int | None = None) -> "FrameGrid":
+    def of(cls, model: PretrainedModel, shifts: int | None = None) -> FrameGrid:
         """The model's grid; ``shifts=None`` gives the dense 40 ms grid (1 pass for v2, 2 for v1)."""
         fe, r = model.frontend.config, model.encoder.time_reduction
         return cls(fe.sample_rate, fe.hop_length, fe.n_fft, r, max(1, r // DENSE_STEP) if shifts is None else shifts)
@@ -108,8 +109,9 @@ def _check(grid: FrameGrid, wave: torch.Tensor) -> None:
     if wave.ndim != 2:
         raise ValueError(f"expected a batch of waveforms (B, N), got shape {tuple(wave.shape)}")
     if wave.shape[1] < grid.min_samples:
-        raise ValueError(f"waveform of {wave.shape[1]} samples is too short: at least {grid.min_samples} "
-                         "needed; zero-pad it first")
+        raise ValueError(
+            f"waveform of {wave.shape[1]} samples is too short: at least {grid.min_samples} needed; zero-pad it first"
+        )
 
 
 def _segment(wave: torch.Tensor, a: int, b: int, hop: int, n_fft: int) -> torch.Tensor:
@@ -132,7 +134,9 @@ def _logmel_chunk(model: PretrainedModel, wave: torch.Tensor, a: int, b: int) ->
     return logmel_time_major(model.frontend, _segment(wave, a, b, fe.hop_length, fe.n_fft))
 
 
-def _chunk_spans(grid: FrameGrid, n_mel: int, shift: int, chunk_frames: int) -> Iterator[tuple[int, int, int, int, int]]:
+def _chunk_spans(
+    grid: FrameGrid, n_mel: int, shift: int, chunk_frames: int
+) -> Iterator[tuple[int, int, int, int, int]]:
     """(a, b, skip, j0, j1): encoder frames j0..j1 - 1 of the grid starting at log-mel frame ``shift`` come
     from log-mel frames [a, b), as outputs skip .. skip + j1 - j0 - 1 of that chunk."""
     r, ctx = grid.reduction, grid.chunk_context
@@ -170,8 +174,9 @@ def _time_major(fn: FrameFn) -> bool:
     return bool(getattr(fn, "time_major", False))
 
 
-def iter_chunks(model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: int = 0,
-                chunk_frames: int = DEFAULT_CHUNK) -> Iterator[list[torch.Tensor]]:
+def iter_chunks(
+    model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: int = 0, chunk_frames: int = DEFAULT_CHUNK
+) -> Iterator[list[torch.Tensor]]:
     """Yield ``fn``'s per-chunk outputs for the encoder grid starting at log-mel frame ``shift``.
 
     ``fn`` maps a normalised log-mel chunk (B, 1, F, L) (or time-major (B, 1, L, F) if ``fn.time_major``)
@@ -183,7 +188,7 @@ def iter_chunks(model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: 
     for a, b, skip, j0, j1 in _chunk_spans(grid, grid.n_log_mel(wave.shape[1]), shift, chunk_frames):
         x = _logmel_chunk(model, wave, a, b)  # (B, 1, L, F)
         outs = fn(x if tm else x.transpose(2, 3))
-        yield [o[:, skip:skip + (j1 - j0)] for o in outs]
+        yield [o[:, skip : skip + (j1 - j0)] for o in outs]
 
 
 class FastFrames:
@@ -213,11 +218,12 @@ def _interleave(outs: list[torch.Tensor], pieces: list[torch.Tensor], k: int, j:
     # frame j of shift k is output j * S + k
     n = pieces[0].shape[1]
     for out, piece in zip(outs, pieces):
-        out[:, k + j * S:k + (j + n - 1) * S + 1:S] = piece
+        out[:, k + j * S : k + (j + n - 1) * S + 1 : S] = piece
 
 
-def _dense_shared(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, outs: list[torch.Tensor],
-                  chunk_frames: int) -> None:
+def _dense_shared(
+    model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, outs: list[torch.Tensor], chunk_frames: int
+) -> None:
     """Two 40 ms-shifted grids of a reduction-8 encoder from one pass per chunk (inference.phase_frames),
     written interleaved into ``outs[0]`` (B, total, d); frame 1 is then set by _first_shifted_frame."""
     fast = inference_encoder(model.encoder)
@@ -227,7 +233,7 @@ def _dense_shared(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, o
         for k, frames in enumerate(fast.phase_frames(_logmel_chunk(model, wave, a, b), 2)):
             n = min(j1, n_shifted if k else j1) - j0
             if n > 0:
-                _interleave(outs, [frames[:, skip:skip + n]], k, j0, 2)
+                _interleave(outs, [frames[:, skip : skip + n]], k, j0, 2)
 
 
 def _first_shifted_frame(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, out: torch.Tensor) -> None:
@@ -240,8 +246,14 @@ def _first_shifted_frame(model: PretrainedModel, wave: torch.Tensor, grid: Frame
 
 
 @torch.no_grad()
-def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None = None, fn: FrameFn | None = None,
-                 chunk_frames: int = DEFAULT_CHUNK, tile_frames: int | None = None) -> tuple[list[torch.Tensor], torch.Tensor]:
+def dense_frames(
+    model: PretrainedModel,
+    wave: torch.Tensor,
+    shifts: int | None = None,
+    fn: FrameFn | None = None,
+    chunk_frames: int = DEFAULT_CHUNK,
+    tile_frames: int | None = None,
+) -> tuple[list[torch.Tensor], torch.Tensor]:
     """Frames on ``FrameGrid.of(model, shifts)`` (default: every 40 ms): ([(B, n, D) per output of fn],
     centre times in ms (n,)). Default ``fn``: the encoder's frame embeddings in eval mode (one output,
     D = d), through the frozen inference copy; a shifted pair of grids shares one pass. The model is
@@ -281,8 +293,9 @@ def dense_frames(model: PretrainedModel, wave: torch.Tensor, shifts: int | None 
 
 
 @torch.no_grad()
-def clip_embedding(model: PretrainedModel, wave: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK,
-                   tile_frames: int | None = None) -> torch.Tensor:
+def clip_embedding(
+    model: PretrainedModel, wave: torch.Tensor, chunk_frames: int = DEFAULT_CHUNK, tile_frames: int | None = None
+) -> torch.Tensor:
     """BYOL-A clip embedding (mean + max over the encoder frames of the whole clip), eval mode, in bounded
     memory, through the frozen inference copy (the model is never changed): (B, d)."""
     grid = FrameGrid.of(model, 1)

@@ -5,6 +5,7 @@ MLP. Parameter names follow the official code (``features.*``, ``fc.*``), so an 
 loads without remapping. ``frames`` gives per-frame features (B, T', d), ``forward`` BYOL-A's clip
 embedding: mean + max over time.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -44,20 +45,28 @@ class EncoderConfig(DictConfig):
         object.__setattr__(self, "hidden", hidden)
         reduction = 2 ** N_BLOCKS[self.arch]
         if not isinstance(self.n_mels, int) or self.n_mels < reduction or self.n_mels % reduction:
-            raise ValueError(f"encoder.n_mels must be a positive multiple of {reduction} for {self.arch}, got {self.n_mels}")
+            raise ValueError(
+                f"encoder.n_mels must be a positive multiple of {reduction} for {self.arch}, got {self.n_mels}"
+            )
         if not isinstance(d, int) or not isinstance(hidden, int) or hidden <= 0:
             raise ValueError(f"encoder.d and encoder.hidden must be positive integers, got d={d!r}, hidden={hidden!r}")
         if self.arch == "audiontt2022" and d <= self.conv_d:
-            raise ValueError(f"encoder.d must exceed the {self.conv_d} conv features AudioNTT2022 concatenates "
-                             f"(64 channels x n_mels/4), got d={d}; BYOL-A v2 uses 3072")
+            raise ValueError(
+                f"encoder.d must exceed the {self.conv_d} conv features AudioNTT2022 concatenates "
+                f"(64 channels x n_mels/4), got d={d}; BYOL-A v2 uses 3072"
+            )
         if self.arch == "audiontt2020":
             if hidden != d:
-                raise ValueError(f"AudioNTT2020's fc is Linear(.., d)-Linear(d, d): encoder.hidden must equal d ({d}) "
-                                 f"or be left unset, got {hidden}")
+                raise ValueError(
+                    f"AudioNTT2020's fc is Linear(.., d)-Linear(d, d): encoder.hidden must equal d ({d}) "
+                    f"or be left unset, got {hidden}"
+                )
             if d <= 0 or d % CHANNELS:
                 # s3prl's conv layers are the 64-channel maps brought to d features (d / 64 mel bins each)
-                raise ValueError(f"encoder.d must be a positive multiple of {CHANNELS} for audiontt2020 "
-                                 f"(e.g. 512, 1024, 2048), got {d}")
+                raise ValueError(
+                    f"encoder.d must be a positive multiple of {CHANNELS} for audiontt2020 "
+                    f"(e.g. 512, 1024, 2048), got {d}"
+                )
 
     @property
     def time_reduction(self) -> int:
@@ -71,8 +80,12 @@ class EncoderConfig(DictConfig):
 
 
 def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, 3, stride=1, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
-            nn.MaxPool2d(2, stride=2)]
+    return [
+        nn.Conv2d(c_in, c_out, 3, stride=1, padding=1),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2, stride=2),
+    ]
 
 
 def temporal_pool(frames: torch.Tensor) -> torch.Tensor:
@@ -105,7 +118,7 @@ class AudioNTT(nn.Module):
         self.check_input(x)
         maps = []
         for i in range(0, len(self.features), 4):
-            x = self.features[i:i + 4](x)
+            x = self.features[i : i + 4](x)
             maps.append(x)
         return maps
 
@@ -151,8 +164,11 @@ class AudioNTT2022(AudioNTT):
         super().__init__(EncoderConfig(arch="audiontt2022", n_mels=n_mels, d=d, hidden=hidden))
         conv_d = self.config.conv_d
         self.fc = nn.Sequential(
-            nn.Linear(conv_d, hidden), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
-            nn.Linear(hidden, d - conv_d), nn.ReLU(inplace=True),
+            nn.Linear(conv_d, hidden),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.3),
+            nn.Linear(hidden, d - conv_d),
+            nn.ReLU(inplace=True),
         )
 
     def frames_from_conv(self, conv: torch.Tensor) -> torch.Tensor:
@@ -171,8 +187,12 @@ class AudioNTT2022(AudioNTT):
         conv1, conv2 = self._conv_layer(c1, 0, bins), self.flatten_frames(c2)  # (B, T', conv_d) each
         fc = self.fc(conv2)  # (B, T', d - conv_d)
         z_fc, z_conv = fc.new_zeros(*fc.shape[:2], self.d - conv_d), fc.new_zeros(*fc.shape[:2], conv_d)
-        return [torch.cat([conv1, z_fc], -1), torch.cat([conv2, z_fc], -1), torch.cat([z_conv, fc], -1),
-                torch.cat([conv2, fc], -1)]
+        return [
+            torch.cat([conv1, z_fc], -1),
+            torch.cat([conv2, z_fc], -1),
+            torch.cat([z_conv, fc], -1),
+            torch.cat([conv2, fc], -1),
+        ]
 
 
 class AudioNTT2020(AudioNTT):
@@ -183,8 +203,11 @@ class AudioNTT2020(AudioNTT):
     def __init__(self, n_mels: int = 64, d: int = 2048) -> None:
         super().__init__(EncoderConfig(arch="audiontt2020", n_mels=n_mels, d=d))
         self.fc = nn.Sequential(
-            nn.Linear(self.config.conv_d, d), nn.ReLU(inplace=True), nn.Dropout(p=0.3),
-            nn.Linear(d, d), nn.ReLU(inplace=True),
+            nn.Linear(self.config.conv_d, d),
+            nn.ReLU(inplace=True),
+            nn.Dropout(p=0.3),
+            nn.Linear(d, d),
+            nn.ReLU(inplace=True),
         )
 
     def frames_from_conv(self, conv: torch.Tensor) -> torch.Tensor:

@@ -4,6 +4,7 @@ The CLI entry catches :class:`DiffByolaError` alone, prints its message on one l
 status 2. Subclasses keep a second, builtin base (``ValueError`` for a bad value, ``RuntimeError`` for
 a failed operation) so callers that caught those before still do.
 """
+
 from __future__ import annotations
 
 

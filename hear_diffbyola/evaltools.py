@@ -6,6 +6,7 @@ modules they import install fine (pyproject extra ``hear-eval``). It then patche
 heareval (``patch_heareval``) so its event-task scoring runs with pytorch-lightning 1.9.5.
 HEAR task folders themselves are written and read by ``hear_diffbyola.tasks.heartask``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -22,11 +23,24 @@ HEARVALIDATOR = "hearvalidator==2021.0.6"
 # hear-eval-kit issue #432: Lightning >= 1.6 made fit_loop.current_epoch read-only, so scoring an
 # event task dies with KeyError/AttributeError. The replacement sets the counter it reads from.
 _HEAREVAL_BUG = "trainer.fit_loop.current_epoch = grid_point.epoch"
-_HEAREVAL_FIX = ("trainer.fit_loop.epoch_progress.current.completed = grid_point.epoch"
-                 "  # patched by hear-diffbyola install-eval-tools (hear-eval-kit#432)")
+_HEAREVAL_FIX = (
+    "trainer.fit_loop.epoch_progress.current.completed = grid_point.epoch"
+    "  # patched by hear-diffbyola install-eval-tools (hear-eval-kit#432)"
+)
 # What heareval/hearvalidator import at module level, from the `hear-eval` extra.
-_EVAL_IMPORTS = ("tensorflow", "pytorch_lightning", "sed_eval", "dcase_util", "intervaltree", "slugify", "sklearn",
-                 "pandas", "torchinfo", "more_itertools", "click")
+_EVAL_IMPORTS = (
+    "tensorflow",
+    "pytorch_lightning",
+    "sed_eval",
+    "dcase_util",
+    "intervaltree",
+    "slugify",
+    "sklearn",
+    "pandas",
+    "torchinfo",
+    "more_itertools",
+    "click",
+)
 
 
 class EvalToolsError(DiffByolaError, RuntimeError):
@@ -54,8 +68,10 @@ def patch_heareval() -> str:
     if _HEAREVAL_FIX in text:
         return "already patched"
     if text.count(_HEAREVAL_BUG) != 1:
-        raise EvalToolsError(f"{path}: expected exactly one line '{_HEAREVAL_BUG}' ({HEAREVAL}); found "
-                            f"{text.count(_HEAREVAL_BUG)}: another heareval version? Reinstall {HEAREVAL}")
+        raise EvalToolsError(
+            f"{path}: expected exactly one line '{_HEAREVAL_BUG}' ({HEAREVAL}); found "
+            f"{text.count(_HEAREVAL_BUG)}: another heareval version? Reinstall {HEAREVAL}"
+        )
     path.write_text(text.replace(_HEAREVAL_BUG, _HEAREVAL_FIX))
     return "patched"
 

@@ -6,6 +6,7 @@ T = 1 + N // hop_length (centred STFT, reflect padding), the framing of torchaud
 only in their mel filters: HTK mel scale with unnormalised triangles (torchaudio) or librosa's Slaney
 mel scale with area-normalised triangles (nnAudio); ``FrontendConfig.mel_scale`` / ``mel_norm`` choose.
 """
+
 from __future__ import annotations
 
 import math
@@ -43,7 +44,9 @@ class FrontendConfig(DictConfig):
         if self.sample_rate <= 0 or self.hop_length <= 0 or self.n_mels <= 0:
             raise ValueError(f"FrontendConfig: sample_rate, hop_length and n_mels must be positive, got {self}")
         if not 0 < self.win_length <= self.n_fft:
-            raise ValueError(f"FrontendConfig: need 0 < win_length <= n_fft, got win_length={self.win_length}, n_fft={self.n_fft}")
+            raise ValueError(
+                f"FrontendConfig: need 0 < win_length <= n_fft, got win_length={self.win_length}, n_fft={self.n_fft}"
+            )
         if not 0 <= self.f_min < self.f_max <= self.sample_rate / 2:
             raise ValueError(
                 f"FrontendConfig: need 0 <= f_min < f_max <= sample_rate/2, got f_min={self.f_min}, "
@@ -55,15 +58,23 @@ class FrontendConfig(DictConfig):
             raise ValueError(f"FrontendConfig: mel_norm must be null or 'slaney', got {self.mel_norm!r}")
 
     @classmethod
-    def byola_v1(cls) -> "FrontendConfig":
+    def byola_v1(cls) -> FrontendConfig:
         """The front end of the official BYOL-A v1 checkpoints (torchaudio MelSpectrogram)."""
         return cls(n_fft=1024, win_length=1024, hop_length=160, n_mels=64, f_min=60.0, f_max=7800.0)
 
     @classmethod
-    def byola_v2(cls) -> "FrontendConfig":
+    def byola_v2(cls) -> FrontendConfig:
         """The front end of the official BYOL-A v2 checkpoints (nnAudio MelSpectrogram, librosa's filters)."""
-        return cls(n_fft=1024, win_length=1024, hop_length=160, n_mels=64, f_min=60.0, f_max=7800.0,
-                   mel_scale="slaney", mel_norm="slaney")
+        return cls(
+            n_fft=1024,
+            win_length=1024,
+            hop_length=160,
+            n_mels=64,
+            f_min=60.0,
+            f_max=7800.0,
+            mel_scale="slaney",
+            mel_norm="slaney",
+        )
 
     def n_frames(self, n_samples: int) -> int:
         """Frames the centred STFT gives for ``n_samples`` samples."""
@@ -98,8 +109,9 @@ def mel_to_hz(m: torch.Tensor, scale: str = "htk") -> torch.Tensor:
     return torch.where(m >= brk, _SLANEY_BREAK_HZ * torch.exp(_SLANEY_LOGSTEP * (m - brk)), _SLANEY_HZ_PER_MEL * m)
 
 
-def mel_filterbank(n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int,
-                   scale: str = "htk", norm: str | None = None) -> torch.Tensor:
+def mel_filterbank(
+    n_freqs: int, f_min: float, f_max: float, n_mels: int, sample_rate: int, scale: str = "htk", norm: str | None = None
+) -> torch.Tensor:
     """Triangular filters (n_freqs, n_mels), centres evenly spaced on the ``scale`` mel scale.
 
     Filter k rises from centre k-1 to a peak of 1 at centre k and falls to 0 at centre k+1;
@@ -124,8 +136,15 @@ class LogMelSpectrogram(nn.Module):
         super().__init__()
         self.config = config
         self.register_buffer("window", torch.hann_window(config.win_length), persistent=False)
-        fb = mel_filterbank(config.n_fft // 2 + 1, config.f_min, config.f_max, config.n_mels, config.sample_rate,
-                            config.mel_scale, config.mel_norm)
+        fb = mel_filterbank(
+            config.n_fft // 2 + 1,
+            config.f_min,
+            config.f_max,
+            config.n_mels,
+            config.sample_rate,
+            config.mel_scale,
+            config.mel_norm,
+        )
         self.register_buffer("mel_fb", fb, persistent=False)
 
     def forward(self, wave: torch.Tensor, center: bool = True) -> torch.Tensor:
@@ -136,8 +155,14 @@ class LogMelSpectrogram(nn.Module):
         # The STFT stays float32 even under autocast: log of tiny powers needs the precision.
         with torch.autocast(device_type=wave.device.type, enabled=False):
             spec = torch.stft(
-                wave.float(), n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                window=self.window, center=center, pad_mode="reflect", return_complex=True,
+                wave.float(),
+                n_fft=c.n_fft,
+                hop_length=c.hop_length,
+                win_length=c.win_length,
+                window=self.window,
+                center=center,
+                pad_mode="reflect",
+                return_complex=True,
             )  # (B, n_fft//2+1, T)
             power = spec.real.square() + spec.imag.square()
             mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, T)

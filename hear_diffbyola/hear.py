@@ -25,10 +25,11 @@ Padding rules (docs/hear.md):
 * scene embeddings: a clip shorter than one encoder frame is zero-padded on both sides to that
   length; longer clips are used as they are (BYOL-A: mean + max over all whole frames).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -45,8 +46,13 @@ FRAME_BUDGET = 16384
 CHUNK_FRAMES = DEFAULT_CHUNK  # encoder frames per chunk along time (embed.py: chunked == unchunked)
 
 
-def load_model(model_file_path: str | Path = "", *, norm_mean: float | None = None, norm_std: float | None = None,
-               device: str | torch.device = "cpu") -> PretrainedModel:
+def load_model(
+    model_file_path: str | Path = "",
+    *,
+    norm_mean: float | None = None,
+    norm_std: float | None = None,
+    device: str | torch.device = "cpu",
+) -> PretrainedModel:
     """HEAR ``load_model``: a ``torch.nn.Module`` with ``sample_rate``, ``scene_embedding_size``,
     ``timestamp_embedding_size``.
 
@@ -85,7 +91,7 @@ def _sub_batches(model: PretrainedModel, audio: torch.Tensor, n_padded: int) -> 
     size = max(1, FRAME_BUDGET // per_sound)
     device = _device(model)
     for i in range(0, audio.shape[0], size):
-        yield audio[i:i + size].to(device=device, dtype=torch.float32)
+        yield audio[i : i + size].to(device=device, dtype=torch.float32)
 
 
 def _pad(wave: torch.Tensor, left: int, right: int) -> torch.Tensor:
@@ -125,7 +131,7 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: PretrainedModel) -> tup
     with torch.no_grad():  # eval-mode embeddings from the frozen inference copy; the model is never touched
         for wave in _sub_batches(model, audio, left + n + right):
             (frames,), _ = dense_frames(model, _pad(wave, left, right), chunk_frames=CHUNK_FRAMES)  # (b, >= n_t, d)
-            out.append(frames[:, :len(times)].float())
+            out.append(frames[:, : len(times)].float())
     stamps = times.to(device=device, dtype=torch.float32)
     # one sub-batch (a long clip): no concatenated copy of a possibly large output
     return (out[0] if len(out) == 1 else torch.cat(out)), stamps.expand(n_sounds, -1).contiguous()

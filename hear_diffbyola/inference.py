@@ -19,6 +19,7 @@ calls from several threads on a model in any mode are safe and give eval-mode em
 per encoder and rebuilt when the encoder's tensors change (``load_state_dict``, an optimiser step,
 ``.to(device)``, a replaced parameter): the cache key holds each tensor and its in-place version counter.
 """
+
 from __future__ import annotations
 
 import threading
@@ -75,7 +76,9 @@ class InferenceEncoder:
 
     def _check(self, x: torch.Tensor) -> None:
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[3] != self.n_mels:
-            raise ValueError(f"InferenceEncoder expects time-major log-mel (B, 1, T, {self.n_mels}), got {tuple(x.shape)}")
+            raise ValueError(
+                f"InferenceEncoder expects time-major log-mel (B, 1, T, {self.n_mels}), got {tuple(x.shape)}"
+            )
         if x.shape[2] < self.time_reduction:
             raise ValueError(f"InferenceEncoder needs at least {self.time_reduction} log-mel frames, got {x.shape[2]}")
 
@@ -85,7 +88,7 @@ class InferenceEncoder:
         b = self.convs[0][1]
         B, _, T, Fm = x.shape
         p = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, T + 2, F + 2): the conv's zero padding
-        cols = torch.stack([p[:, i:i + T, j:j + Fm] for i in range(3) for j in range(3)], dim=-1)  # (B, T, F, 9)
+        cols = torch.stack([p[:, i : i + T, j : j + Fm] for i in range(3) for j in range(3)], dim=-1)  # (B, T, F, 9)
         y = torch.addmm(b, cols.view(-1, 9), self.conv1_matrix)  # (B T F, 64)
         return y.view(B, T, Fm, -1).permute(0, 3, 1, 2)  # (B, 64, T, F) channels-last view
 
@@ -125,8 +128,8 @@ class InferenceEncoder:
         if self.arch == "audiontt2020":
             return self._fc(x.reshape(B * T, -1)).view(B, T, -1)
         out = x.new_empty(B, T, self.d)  # [conv features, fc output] written in place, no cat
-        out[..., :self.conv_d] = x
-        out[..., self.conv_d:] = self._fc(x.reshape(B * T, -1)).view(B, T, -1)
+        out[..., : self.conv_d] = x
+        out[..., self.conv_d :] = self._fc(x.reshape(B * T, -1)).view(B, T, -1)
         return out
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
@@ -173,15 +176,18 @@ class InferenceEncoder:
         conv1 = self._conv_layer(c1, 0, c2.shape[3])
         fc = self._fc(conv2.reshape(B * T, -1)).view(B, T, -1)
         z_fc, z_conv = fc.new_zeros(B, T, self.d - self.conv_d), fc.new_zeros(B, T, self.conv_d)
-        return [torch.cat([conv1, z_fc], -1), torch.cat([conv2, z_fc], -1), torch.cat([z_conv, fc], -1),
-                torch.cat([conv2, fc], -1)]
+        return [
+            torch.cat([conv1, z_fc], -1),
+            torch.cat([conv2, z_fc], -1),
+            torch.cat([z_conv, fc], -1),
+            torch.cat([conv2, fc], -1),
+        ]
 
 
 def _state_key(encoder: AudioNTT) -> tuple:
     # The tensors themselves (not their addresses: held here, they cannot be freed and reused) and
     # their version counters, which every in-place write bumps (load_state_dict's copy_, optimiser steps).
-    return tuple((name, t, t._version) for name, t in
-                 list(encoder.named_parameters()) + list(encoder.named_buffers()))
+    return tuple((name, t, t._version) for name, t in list(encoder.named_parameters()) + list(encoder.named_buffers()))
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -207,8 +213,15 @@ def logmel_time_major(frontend: Frontend, seg: torch.Tensor) -> torch.Tensor:
     The front end's own operations (STFT, power, mel matmul, log, normalisation) without its final transpose."""
     c, lm = frontend.config, frontend.logmel
     with torch.autocast(device_type=seg.device.type, enabled=False):
-        spec = torch.stft(seg.float(), n_fft=c.n_fft, hop_length=c.hop_length, win_length=c.win_length,
-                          window=lm.window, center=False, return_complex=True)  # (B, n_fft//2+1, T)
+        spec = torch.stft(
+            seg.float(),
+            n_fft=c.n_fft,
+            hop_length=c.hop_length,
+            win_length=c.win_length,
+            window=lm.window,
+            center=False,
+            return_complex=True,
+        )  # (B, n_fft//2+1, T)
         power = spec.real.square() + spec.imag.square()
         mel = torch.matmul(power.transpose(1, 2), lm.mel_fb)  # (B, T, n_mels)
         mel = mel.add_(c.eps).log_()

@@ -10,10 +10,12 @@ The errors subclass :class:`~hear_diffbyola.errors.DiffByolaError` and the built
 documents (``TypeError`` for a wrong type, ``ValueError`` for a wrong value), so callers catching
 either keep working.
 """
+
 from __future__ import annotations
 
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -45,8 +47,10 @@ def _listed(labels: Sequence[Any]) -> str:
 
 def _check_dtype(x: torch.Tensor, caller: str) -> None:
     if not x.is_floating_point():
-        raise AudioTypeError(f"{caller}: audio must be floating point in [-1, 1], got {x.dtype}; "
-                             "scale integer PCM first, e.g. audio.float() / 32768 for int16")
+        raise AudioTypeError(
+            f"{caller}: audio must be floating point in [-1, 1], got {x.dtype}; "
+            "scale integer PCM first, e.g. audio.float() / 32768 for int16"
+        )
 
 
 def _peaks(sounds: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
@@ -54,12 +58,14 @@ def _peaks(sounds: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
     many 20-min clips): max and min propagate NaN and carry Inf, so the peak detects both."""
     if isinstance(sounds, torch.Tensor):  # (n_sounds, n_samples), n_samples > 0
         return torch.maximum(sounds.amax(dim=1), -sounds.amin(dim=1)).double()
-    return torch.tensor([float(torch.maximum(w.amax(), -w.amin())) if w.numel() else 0.0 for w in sounds],
-                        dtype=torch.float64)
+    return torch.tensor(
+        [float(torch.maximum(w.amax(), -w.amin())) if w.numel() else 0.0 for w in sounds], dtype=torch.float64
+    )
 
 
-def check_audio(audio: torch.Tensor | Sequence[torch.Tensor], caller: str, names: Sequence[Any] | None = None,
-                stacklevel: int = 2) -> None:
+def check_audio(
+    audio: torch.Tensor | Sequence[torch.Tensor], caller: str, names: Sequence[Any] | None = None, stacklevel: int = 2
+) -> None:
     """Raise for audio no model can embed correctly; warn (never clip) for implausibly loud audio.
 
     ``audio``: a batch ``(n_sounds, n_samples)`` tensor (HEAR, task embedders), or a sequence of 1-D
@@ -73,7 +79,9 @@ def check_audio(audio: torch.Tensor | Sequence[torch.Tensor], caller: str, names
     if isinstance(audio, torch.Tensor):
         if audio.ndim != 2:
             hint = "; add the batch axis with audio[None]" if audio.ndim == 1 else ""
-            raise AudioValueError(f"{caller}: audio must have shape (n_sounds, n_samples), got {tuple(audio.shape)}{hint}")
+            raise AudioValueError(
+                f"{caller}: audio must have shape (n_sounds, n_samples), got {tuple(audio.shape)}{hint}"
+            )
         _check_dtype(audio, caller)
         if audio.shape[0] and audio.shape[1] == 0:
             raise AudioValueError(f"{caller}: audio has {audio.shape[0]} sounds of 0 samples; nothing to embed")
@@ -81,15 +89,19 @@ def check_audio(audio: torch.Tensor | Sequence[torch.Tensor], caller: str, names
     elif isinstance(audio, (list, tuple)):
         for i, w in enumerate(audio):
             if not isinstance(w, torch.Tensor):
-                raise AudioTypeError(f"{caller}: waveform {i} must be a torch.Tensor, got {type(w).__name__}; "
-                                     "wrap a numpy array with torch.from_numpy")
+                raise AudioTypeError(
+                    f"{caller}: waveform {i} must be a torch.Tensor, got {type(w).__name__}; "
+                    "wrap a numpy array with torch.from_numpy"
+                )
             if w.ndim != 1:
                 raise AudioValueError(f"{caller}: waveform {i} has shape {tuple(w.shape)}; give 1-D (mono) waveforms")
             _check_dtype(w, caller)
         n = len(audio)
     else:
-        raise AudioTypeError(f"{caller}: audio must be a torch.Tensor of shape (n_sounds, n_samples), got "
-                             f"{type(audio).__name__}; wrap a numpy array with torch.from_numpy")
+        raise AudioTypeError(
+            f"{caller}: audio must be a torch.Tensor of shape (n_sounds, n_samples), got "
+            f"{type(audio).__name__}; wrap a numpy array with torch.from_numpy"
+        )
     if names is not None and len(names) != n:
         raise ValueError(f"check_audio: {len(names)} names for {n} sounds")
     if n == 0 or (isinstance(audio, torch.Tensor) and audio.numel() == 0):
@@ -102,9 +114,12 @@ def check_audio(audio: torch.Tensor | Sequence[torch.Tensor], caller: str, names
         raise AudioValueError(f"{caller}: audio contains NaN or Inf in sound(s) {_listed(bad)}")
     loud = [labels[i] for i in torch.nonzero(peaks > LOUD_PEAK).flatten().tolist()]
     if loud:
-        warnings.warn(f"{caller}: sound(s) {_listed(loud)} peak at up to {float(peaks.max()):.4g}, far outside the HEAR "
-                      "range [-1, 1]; embedding them unclipped (scale integer PCM by 1/32768)", LoudAudioWarning,
-                      stacklevel=stacklevel + 1)
+        warnings.warn(
+            f"{caller}: sound(s) {_listed(loud)} peak at up to {float(peaks.max()):.4g}, far outside the HEAR "
+            "range [-1, 1]; embedding them unclipped (scale integer PCM by 1/32768)",
+            LoudAudioWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 def check_model_dtype(model: torch.nn.Module, caller: str) -> None:
@@ -113,5 +128,6 @@ def check_model_dtype(model: torch.nn.Module, caller: str) -> None:
     found = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if found - {torch.float32}:
         listed = ", ".join(sorted(str(d) for d in found))
-        raise AudioTypeError(f"{caller}: the model's weights are {listed}; embeddings are computed in float32: "
-                             "call model.float() first")
+        raise AudioTypeError(
+            f"{caller}: the model's weights are {listed}; embeddings are computed in float32: call model.float() first"
+        )

@@ -1,4 +1,5 @@
 """DiffBYOLA: BYOL-A's online/target networks plus the difference branch."""
+
 from __future__ import annotations
 
 import copy
@@ -8,7 +9,6 @@ import torch
 from torch import nn
 
 from .dictconfig import DictConfig
-
 from .encoder import AudioNTT, temporal_pool
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
@@ -26,11 +26,15 @@ class LearnerConfig(DictConfig):
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.lam <= 1.0:
-            raise ValueError(f"learner.lam (lambda) must be in [0, 1], got {self.lam}; the paper uses 0, 0.1, 0.2, 0.5, 0.8")
+            raise ValueError(
+                f"learner.lam (lambda) must be in [0, 1], got {self.lam}; the paper uses 0, 0.1, 0.2, 0.5, 0.8"
+            )
         if not 0.0 <= self.ema < 1.0:
             raise ValueError(f"learner.ema must be in [0, 1), got {self.ema}")
         if not 0.0 < self.gamma_low <= self.gamma_high < 1.0:
-            raise ValueError(f"learner.gamma_low/high must satisfy 0 < low <= high < 1, got {self.gamma_low}, {self.gamma_high}")
+            raise ValueError(
+                f"learner.gamma_low/high must satisfy 0 < low <= high < 1, got {self.gamma_low}, {self.gamma_high}"
+            )
         if self.proj_hidden <= 0 or self.proj_dim <= 0:
             raise ValueError("learner.proj_hidden and learner.proj_dim must be positive")
 
@@ -57,8 +61,9 @@ class MLP(nn.Module):
 
     def __init__(self, dim_in: int, hidden: int, dim_out: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True),
-                                 nn.Linear(hidden, dim_out))
+        self.net = nn.Sequential(
+            nn.Linear(dim_in, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, dim_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -3,6 +3,7 @@
 Notation: v, v' are two augmented views of a batch of clips (encoder inputs, (B, 1, F, T));
 f the online encoder, g the projector, q / q_hat the predictors, xi the EMA target.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,8 +33,9 @@ def mix_in_batch(v: torch.Tensor, gamma: torch.Tensor) -> torch.Tensor:
     return log_mixup_exp(shift(v), v, gamma)
 
 
-def sample_gamma(batch_size: int, low: float = 0.4, high: float = 0.6,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def sample_gamma(
+    batch_size: int, low: float = 0.4, high: float = 0.6, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """gamma ~ U(low, high), one per clip (CPU; move it to the device)."""
     return low + (high - low) * torch.rand(batch_size, generator=generator)
 

@@ -1,4 +1,5 @@
 """Process-level settings that make CPU training fast."""
+
 from __future__ import annotations
 
 import ctypes

@@ -40,6 +40,7 @@ Not shimmed: transformers >= 5 / huggingface_hub >= 1 break the runner's imports
 the ``s3prl`` extra pins ``transformers<5`` and ``huggingface_hub<1.0``. The runner also needs
 ``tensorboardX``, which s3prl does not declare; the extra does.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,8 +53,9 @@ import runpy
 import shutil
 import sys
 import types
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from .errors import DiffByolaError
 
@@ -82,9 +84,11 @@ def _note(name: str) -> None:
 # ---------------------------------------------------------------------------------------------------
 # shims
 
+
 def _import_torchaudio() -> types.ModuleType:
     try:
         import torchaudio
+
         return torchaudio
     except OSError as first:
         # torchaudio's __init__ loads torchaudio/lib/*.so and treats a load error as fatal. Its
@@ -99,12 +103,18 @@ def _import_torchaudio() -> types.ModuleType:
             import torchaudio
         except Exception as second:
             utils._LIB_DIR = real_dir
-            raise ImportError(f"torchaudio cannot be imported: its compiled extension does not fit this torch "
-                              f"({first}), and without it the import fails too ({second}); install a "
-                              "torchaudio built for this torch") from second
-        log.warning("torchaudio %s: its compiled extension does not fit torch %s (%s); using torchaudio "
-                    "without it (pure-PyTorch parts only)", torchaudio.__version__,
-                    sys.modules["torch"].__version__, first)
+            raise ImportError(
+                f"torchaudio cannot be imported: its compiled extension does not fit this torch "
+                f"({first}), and without it the import fails too ({second}); install a "
+                "torchaudio built for this torch"
+            ) from second
+        log.warning(
+            "torchaudio %s: its compiled extension does not fit torch %s (%s); using torchaudio "
+            "without it (pure-PyTorch parts only)",
+            torchaudio.__version__,
+            sys.modules["torch"].__version__,
+            first,
+        )
         _note("torchaudio-cpu-extension")
         return torchaudio
 
@@ -123,31 +133,49 @@ def _sox_effects_stub() -> types.ModuleType:
     mod.__doc__ = "Stand-in for torchaudio.sox_effects (removed in torchaudio 2.9), installed by hear_diffbyola.s3prl."
 
     def unavailable(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError("torchaudio.sox_effects was removed in torchaudio 2.9; the s3prl downstreams that "
-                           "apply sox effects (speech_commands, mos_prediction, quesst14) need torchaudio < 2.9 "
-                           "with libsox")
+        raise RuntimeError(
+            "torchaudio.sox_effects was removed in torchaudio 2.9; the s3prl downstreams that "
+            "apply sox effects (speech_commands, mos_prediction, quesst14) need torchaudio < 2.9 "
+            "with libsox"
+        )
 
-    for name in ("apply_effects_file", "apply_effects_tensor", "effect_names", "init_sox_effects",
-                 "shutdown_sox_effects"):
+    for name in (
+        "apply_effects_file",
+        "apply_effects_tensor",
+        "effect_names",
+        "init_sox_effects",
+        "shutdown_sox_effects",
+    ):
         setattr(mod, name, unavailable)
     return mod
 
 
-def _soundfile_load(uri: Any, frame_offset: int = 0, num_frames: int = -1, normalize: bool = True,
-                    channels_first: bool = True, format: str | None = None, buffer_size: int = 4096,
-                    backend: str | None = None) -> tuple[Any, int]:
+def _soundfile_load(
+    uri: Any,
+    frame_offset: int = 0,
+    num_frames: int = -1,
+    normalize: bool = True,
+    channels_first: bool = True,
+    format: str | None = None,
+    buffer_size: int = 4096,
+    backend: str | None = None,
+) -> tuple[Any, int]:
     """``torchaudio.load`` through soundfile: ((channels, frames) float32 in [-1, 1], sample_rate)."""
     import soundfile as sf
     import torch
 
     if not normalize:
-        raise ValueError("torchaudio.load(normalize=False) is not available without torchcodec: "
-                         "install torchcodec, or load with normalize=True (float32)")
+        raise ValueError(
+            "torchaudio.load(normalize=False) is not available without torchcodec: "
+            "install torchcodec, or load with normalize=True (float32)"
+        )
     try:
         data, sr = sf.read(uri, start=frame_offset, frames=num_frames, dtype="float32", always_2d=True)
     except Exception as e:  # libsndfile raises several types; all mean "cannot decode this"
-        raise RuntimeError(f"cannot read audio {uri!r} with soundfile ({e}); torchaudio >= 2.9 without "
-                           "torchcodec reads only what libsndfile reads (wav, flac, ogg, mp3)") from e
+        raise RuntimeError(
+            f"cannot read audio {uri!r} with soundfile ({e}); torchaudio >= 2.9 without "
+            "torchcodec reads only what libsndfile reads (wav, flac, ogg, mp3)"
+        ) from e
     wave = torch.from_numpy(data)  # (frames, channels)
     return (wave.T.contiguous() if channels_first else wave), int(sr)
 
@@ -168,8 +196,11 @@ def apply_shims() -> list[str]:
         sys.modules["torchaudio.sox_effects"] = stub
         torchaudio.sox_effects = stub
         _note("torchaudio.sox_effects")
-    if (_version(torchaudio) >= (2, 9) and importlib.util.find_spec("torchcodec") is None
-            and torchaudio.load is not _soundfile_load):
+    if (
+        _version(torchaudio) >= (2, 9)
+        and importlib.util.find_spec("torchcodec") is None
+        and torchaudio.load is not _soundfile_load
+    ):
         torchaudio.load = _soundfile_load
         _note("torchaudio.load")
     return list(APPLIED)
@@ -191,11 +222,14 @@ def allow_namespace_checkpoints() -> bool:
 # ---------------------------------------------------------------------------------------------------
 # registration and the runner
 
+
 def import_hub() -> types.ModuleType:
     """``s3prl.hub``, imported after the shims; S3prlError when s3prl is not installed."""
     if importlib.util.find_spec("s3prl") is None:
-        raise S3prlError("s3prl is not installed; install it with: pip install 'hear-diffbyola[s3prl]' "
-                         "(s3prl 0.4.18 with working pins)")
+        raise S3prlError(
+            "s3prl is not installed; install it with: pip install 'hear-diffbyola[s3prl]' "
+            "(s3prl 0.4.18 with working pins)"
+        )
     apply_shims()
     return importlib.import_module("s3prl.hub")
 
@@ -237,6 +271,7 @@ def run_runner(argv: Sequence[str]) -> int:
 # ---------------------------------------------------------------------------------------------------
 # s3prl-install: for s3prl source checkouts (and installed s3prl packages)
 
+
 def find_s3prl_package(root: str | Path | None = None) -> Path:
     """The s3prl package folder (the one holding hub.py): ``root`` itself, ``root/s3prl`` (a source
     checkout), or the installed s3prl when ``root`` is None."""
@@ -251,7 +286,9 @@ def find_s3prl_package(root: str | Path | None = None) -> Path:
     for c in candidates:
         if (c / "hub.py").is_file() and (c / "upstream").is_dir():
             return c
-    raise S3prlError(f"no s3prl package at {root}: expected hub.py and upstream/ in {' or '.join(map(str, candidates))}")
+    raise S3prlError(
+        f"no s3prl package at {root}: expected hub.py and upstream/ in {' or '.join(map(str, candidates))}"
+    )
 
 
 def _write_keeping_mode(path: Path, text: str) -> None:
@@ -270,16 +307,20 @@ def install(source: str | Path, root: str | Path | None = None, copy: bool = Fal
     changed = []
     if dest.is_symlink():
         if dest.resolve() != src:
-            raise S3prlError(f"{dest} links to {dest.resolve()}, not to {src}; remove it with "
-                             "'hear-diffbyola s3prl-install --uninstall' first")
+            raise S3prlError(
+                f"{dest} links to {dest.resolve()}, not to {src}; remove it with "
+                "'hear-diffbyola s3prl-install --uninstall' first"
+            )
         if copy:
             raise S3prlError(f"{dest} is a link made by 's3prl-install'; --uninstall first to switch to a copy")
     elif dest.exists():
         if not (dest / COPY_MARKER).is_file():
             raise S3prlError(f"{dest} exists and was not installed by hear-diffbyola; move it away first")
         if not copy:
-            raise S3prlError(f"{dest} is a copy made by 's3prl-install --copy'; pass --copy again, or "
-                             "--uninstall first to switch to a link")
+            raise S3prlError(
+                f"{dest} is a copy made by 's3prl-install --copy'; pass --copy again, or "
+                "--uninstall first to switch to a link"
+            )
     elif copy:
         shutil.copytree(src, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         (dest / COPY_MARKER).write_text(f"copied from {src} by hear-diffbyola s3prl-install\n")

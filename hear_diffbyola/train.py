@@ -8,9 +8,8 @@ Run layout (``out``):
   bad_files.txt             unreadable corpus files that were left out (folder corpora)
   summary.json              steps, wall time, hardware, final losses, per-rank weight digests
 """
-from __future__ import annotations
 
-from .errors import DiffByolaError
+from __future__ import annotations
 
 import csv
 import datetime as _dt
@@ -37,6 +36,7 @@ from .augment import ViewAugmenter
 from .config import ConfigError, PretrainConfig, with_train
 from .corpus import NORM_STREAM, ClipSource, CorpusError, CropDataset, StepBatchSampler, open_corpus
 from .encoder import build_encoder
+from .errors import DiffByolaError
 from .frontend import LogMelSpectrogram, Normalizer, running_stats
 from .learner import DiffBYOLA
 from .objectives import sample_gamma
@@ -55,6 +55,7 @@ class TrainingError(DiffByolaError, RuntimeError):
 
 
 # ---------------------------------------------------------------- environment
+
 
 def _dist_info() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment."""
@@ -90,9 +91,11 @@ def hardware_description(device: torch.device, world_size: int) -> str:
 def git_commit() -> str:
     """HEAD of the source checkout this package runs from, with "+dirty" when tracked files differ from it
     (provenance should not claim a commit the code was not at); "unknown" outside a checkout."""
+
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True,
-                              timeout=5).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
 
     try:
         head = git("rev-parse", "HEAD")
@@ -114,6 +117,7 @@ def state_digest(module: torch.nn.Module) -> str:
 
 # ---------------------------------------------------------------- checkpoints
 
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     # Serialised in memory first, so a full disk is a plain OSError of the file write (atomic_write
     # names it) and not torch's opaque "enforce fail at inline_container.cc".
@@ -132,7 +136,9 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is unreadable ({e}); it may come from another version") from e
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("config"), dict):
-        raise TrainingError(f"checkpoint {path} holds no run configuration; it was not written by 'hear-diffbyola pretrain'")
+        raise TrainingError(
+            f"checkpoint {path} holds no run configuration; it was not written by 'hear-diffbyola pretrain'"
+        )
     if ckpt.get("format") is None:
         enc = dict(ckpt["config"].get("encoder") or {})
         enc.setdefault("arch", "audiontt2020")
@@ -142,6 +148,7 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- metrics
+
 
 def write_metrics_header(path: Path, keep_until_step: int | None) -> None:
     """Start metrics.csv, or on resume keep only rows up to the checkpoint step."""
@@ -183,6 +190,7 @@ def plot_loss_curve(metrics_csv: Path, out_png: Path, title: str) -> None:
 
 # ---------------------------------------------------------------- the run
 
+
 def compute_norm_stats(source: ClipSource, config: PretrainConfig, device: torch.device) -> tuple[float, float]:
     """BYOL-A pre-normalisation statistics: mean/std of log-mel over up to ``norm_clips`` random crops."""
     t = config.train
@@ -191,8 +199,9 @@ def compute_norm_stats(source: ClipSource, config: PretrainConfig, device: torch
     logmel = LogMelSpectrogram(config.frontend).to(device)
     n = min(t.norm_clips, len(source))
     keys = [(NORM_STREAM, 0, i) for i in np.random.default_rng([t.seed, NORM_STREAM]).permutation(len(source))[:n]]
-    loader = torch.utils.data.DataLoader(ds, batch_size=64, sampler=keys, num_workers=t.num_workers,
-                                         generator=torch.Generator().manual_seed(t.seed))
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=64, sampler=keys, num_workers=t.num_workers, generator=torch.Generator().manual_seed(t.seed)
+    )
     with torch.no_grad():
         return running_stats(logmel(x.to(device)) for x in loader)
 
@@ -215,8 +224,11 @@ def check_resume_config(saved: PretrainConfig, new: PretrainConfig) -> PretrainC
             if old != v and not (sec == "train" and k in RESUMABLE_CHANGES):
                 diffs.append(f"{sec}.{k}: checkpoint {old!r}, now {v!r}")
     if diffs:
-        raise ConfigError("cannot resume with a different configuration (" + "; ".join(diffs) +
-                          f"). Only train.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change on resume.")
+        raise ConfigError(
+            "cannot resume with a different configuration ("
+            + "; ".join(diffs)
+            + f"). Only train.{{{', '.join(sorted(RESUMABLE_CHANGES))}}} may change on resume."
+        )
     return replace(saved, train=replace(saved.train, **{k: getattr(new.train, k) for k in RESUMABLE_CHANGES}))
 
 
@@ -253,7 +265,9 @@ class StepParts:
     amp: bool
 
 
-def build_step_parts(config: PretrainConfig, norm: tuple[float, float], device: torch.device, rank: int = 0) -> StepParts:
+def build_step_parts(
+    config: PretrainConfig, norm: tuple[float, float], device: torch.device, rank: int = 0
+) -> StepParts:
     t = config.train
     if t.amp == "bf16" and device.type != "cuda":
         raise ConfigError("train.amp=bf16 needs a CUDA device; use train.amp=auto or off on CPU")
@@ -264,10 +278,17 @@ def build_step_parts(config: PretrainConfig, norm: tuple[float, float], device: 
     optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
     aug_gen = torch.Generator().manual_seed(t.seed * 7919 + rank)
     torch.manual_seed(t.seed + 104729 * (rank + 1))  # dropout differs across ranks, as in any DDP run
-    return StepParts(learner=learner, model=learner, optimizer=optimizer,
-                     logmel=LogMelSpectrogram(config.frontend).to(device), prenorm=Normalizer(*norm),
-                     augmenter=ViewAugmenter(config.augment), aug_gen=aug_gen, config=config,
-                     amp=device.type == "cuda" and t.amp in ("auto", "bf16"))
+    return StepParts(
+        learner=learner,
+        model=learner,
+        optimizer=optimizer,
+        logmel=LogMelSpectrogram(config.frontend).to(device),
+        prenorm=Normalizer(*norm),
+        augmenter=ViewAugmenter(config.augment),
+        aug_gen=aug_gen,
+        config=config,
+        amp=device.type == "cuda" and t.amp in ("auto", "bf16"),
+    )
 
 
 def training_step(parts: StepParts, wave: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -309,8 +330,9 @@ class Run:
         return self.world > 1
 
 
-def _pretrain(config: PretrainConfig, out: Path, resume: bool, progress: bool, rank: int, world: int,
-              device: torch.device) -> dict[str, Any]:
+def _pretrain(
+    config: PretrainConfig, out: Path, resume: bool, progress: bool, rank: int, world: int, device: torch.device
+) -> dict[str, Any]:
     """The recipe, one named step per line (BYOL-A's train.py order: data, norm stats, model, fit, save)."""
     run = open_run(Run(out, config, device, rank, world), resume)
     try:
@@ -332,7 +354,8 @@ def _train(run: Run, progress: bool) -> dict[str, Any]:
     start, wall_before = restore_state(run, parts)
     if run.distributed:
         parts.model = torch.nn.parallel.DistributedDataParallel(
-            parts.learner, device_ids=[device.index] if device.type == "cuda" else None)
+            parts.learner, device_ids=[device.index] if device.type == "cuda" else None
+        )
     loader = make_loader(run, source, start, steps)
     log = MetricsLog(run, start)
     save = Checkpointer(run, parts, norm, source)
@@ -355,8 +378,10 @@ def open_run(run: Run, resume: bool) -> Run:
         run.ckpt = load_checkpoint(ckpt_path)
         run.config = check_resume_config(PretrainConfig.from_dict(run.ckpt["config"]), run.config)
     elif ckpt_path.exists():
-        raise TrainingError(f"{run.out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
-                            "or choose another --out")
+        raise TrainingError(
+            f"{run.out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
+            "or choose another --out"
+        )
     if run.device.type == "cuda":
         torch.cuda.set_device(run.device)
     else:
@@ -377,8 +402,10 @@ def lock_run_folder(out: Path) -> Any:
         fh.seek(0)
         holder = fh.read().strip() or "unknown"
         fh.close()
-        raise TrainingError(f"{out} is in use by another pretraining process (pid {holder}); wait for it to end, "
-                            "or choose another --out") from None
+        raise TrainingError(
+            f"{out} is in use by another pretraining process (pid {holder}); wait for it to end, "
+            "or choose another --out"
+        ) from None
     fh.seek(0)
     fh.truncate()
     fh.write(f"{os.getpid()}\n")
@@ -412,8 +439,14 @@ def open_source(run: Run) -> ClipSource:
     corpus must be the checkpoint's (same files, same sizes)."""
     t = run.config.train
     try:
-        source = open_corpus(t.corpus, run.config.frontend.sample_rate, embedded_size=t.embedded_size,
-                             embedded_duration=t.embedded_duration, seed=t.seed, max_bad_fraction=t.max_bad_fraction)
+        source = open_corpus(
+            t.corpus,
+            run.config.frontend.sample_rate,
+            embedded_size=t.embedded_size,
+            embedded_duration=t.embedded_duration,
+            seed=t.seed,
+            max_bad_fraction=t.max_bad_fraction,
+        )
     except CorpusError as e:
         if run.is_main and getattr(e, "bad", None):
             write_bad_files(run.out, e.bad)
@@ -421,9 +454,11 @@ def open_source(run: Run) -> ClipSource:
         raise
     saved = (run.ckpt or {}).get("corpus_fingerprint")
     if saved is not None and saved != corpus_fingerprint(source):
-        raise TrainingError(f"cannot resume {run.out}: corpus {t.corpus} is not the one this run trained on (its "
-                            f"files or their sizes differ from the checkpoint's: {source.describe()}); resume with "
-                            "the run's own corpus, or start a new run with --out")
+        raise TrainingError(
+            f"cannot resume {run.out}: corpus {t.corpus} is not the one this run trained on (its "
+            f"files or their sizes differ from the checkpoint's: {source.describe()}); resume with "
+            "the run's own corpus, or start a new run with --out"
+        )
     return source
 
 
@@ -448,8 +483,10 @@ def already_finished(run: Run, steps: int) -> dict[str, Any]:
     """--resume of a run that reached its steps: say so, change nothing, return its summary."""
     done = int(run.ckpt["step"])
     if run.is_main:
-        print(f"[hear-diffbyola] {run.out} is already finished ({done} of {steps} steps); nothing to do. To train "
-              f"further, resume with a larger --steps.")
+        print(
+            f"[hear-diffbyola] {run.out} is already finished ({done} of {steps} steps); nothing to do. To train "
+            f"further, resume with a larger --steps."
+        )
     path = run.out / "summary.json"
     try:
         summary = json.loads(path.read_text())
@@ -486,8 +523,10 @@ def restore_state(run: Run, parts: StepParts) -> tuple[int, float]:
         if run.device.type == "cuda" and rs.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(rs["cuda_rng"], run.device)
     elif run.is_main:
-        print(f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {run.world} processes: "
-              "extra ranks start with a fresh Mixup memory")
+        print(
+            f"[hear-diffbyola] checkpoint has {len(rank_states)} rank states, resuming with {run.world} processes: "
+            "extra ranks start with a fresh Mixup memory"
+        )
     return int(ckpt["step"]), float(ckpt.get("wall_time", 0.0))
 
 
@@ -497,9 +536,13 @@ def make_loader(run: Run, source: ClipSource, start: int, steps: int) -> torch.u
     n_samples = config.frontend.samples_for_frames(_crop_frames(config))
     sampler = StepBatchSampler(len(source), t.batch_size, t.seed, start, steps, run.rank, run.world)
     return torch.utils.data.DataLoader(
-        CropDataset(source, n_samples, t.seed), batch_sampler=sampler, num_workers=t.num_workers,
-        pin_memory=run.device.type == "cuda", generator=torch.Generator().manual_seed(t.seed),
-        persistent_workers=False)
+        CropDataset(source, n_samples, t.seed),
+        batch_sampler=sampler,
+        num_workers=t.num_workers,
+        pin_memory=run.device.type == "cuda",
+        generator=torch.Generator().manual_seed(t.seed),
+        persistent_workers=False,
+    )
 
 
 class MetricsLog:
@@ -525,10 +568,17 @@ class MetricsLog:
         if not all(math.isfinite(v) for v in means):
             raise TrainingError(
                 f"loss became {means[2]} (l_byol={means[0]}, l_diff={means[1]}) by step {step}; stopped without "
-                f"saving. The last good checkpoint ({self.run.out / CHECKPOINT}, if any) is intact. Try a lower train.lr.")
+                f"saving. The last good checkpoint ({self.run.out / CHECKPOINT}, if any) is intact. Try a lower train.lr."
+            )
         now = time.perf_counter()
-        self.last = {"step": step, "l_byol": means[0], "l_diff": means[1] if self.lam > 0 else "", "loss": means[2],
-                     "lr": lr, "clips_per_s": self.clips / max(now - self.t0, 1e-9)}
+        self.last = {
+            "step": step,
+            "l_byol": means[0],
+            "l_diff": means[1] if self.lam > 0 else "",
+            "loss": means[2],
+            "lr": lr,
+            "clips_per_s": self.clips / max(now - self.t0, 1e-9),
+        }
         if self.run.is_main:
             with open(self.path, "a", newline="") as fh:
                 csv.DictWriter(fh, fieldnames=METRIC_FIELDS).writerow(self.last)
@@ -544,30 +594,57 @@ class Checkpointer:
         self.run, self.parts, self.norm = run, parts, norm
         self.hardware = hardware_description(run.device, run.world)
         self.commit = git_commit()
-        self.provenance = {"corpus": source.describe(), "seed": run.config.train.seed, "hardware": self.hardware,
-                           "git_commit": self.commit, "world_size": run.world}
+        self.provenance = {
+            "corpus": source.describe(),
+            "seed": run.config.train.seed,
+            "hardware": self.hardware,
+            "git_commit": self.commit,
+            "world_size": run.world,
+        }
         self.fingerprint = corpus_fingerprint(source)
 
     def __call__(self, step: int, wall: float) -> None:
         run, parts, device = self.run, self.parts, self.run.device
         if run.distributed:
             _sync_buffers(parts.learner)
-        rs = {"mixup": parts.augmenter.mixup.get_state(), "aug_rng": parts.aug_gen.get_state(),
-              "torch_rng": torch.get_rng_state(),
-              "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None}
+        rs = {
+            "mixup": parts.augmenter.mixup.get_state(),
+            "aug_rng": parts.aug_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        }
         states = [None] * run.world if run.distributed else [rs]
         if run.distributed:
             dist.all_gather_object(states, rs)
         if run.is_main:
-            save_checkpoint(run.out / CHECKPOINT, {
-                "format": CHECKPOINT_FORMAT, "config": run.config.to_dict(), "model": parts.learner.state_dict(),
-                "optimizer": parts.optimizer.state_dict(), "rank_states": states, "step": step,
-                "norm": {"mean": self.norm[0], "std": self.norm[1]}, "wall_time": wall, "provenance": self.provenance,
-                "corpus_fingerprint": self.fingerprint})
+            save_checkpoint(
+                run.out / CHECKPOINT,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": run.config.to_dict(),
+                    "model": parts.learner.state_dict(),
+                    "optimizer": parts.optimizer.state_dict(),
+                    "rank_states": states,
+                    "step": step,
+                    "norm": {"mean": self.norm[0], "std": self.norm[1]},
+                    "wall_time": wall,
+                    "provenance": self.provenance,
+                    "corpus_fingerprint": self.fingerprint,
+                },
+            )
 
 
-def fit(run: Run, parts: StepParts, loader: torch.utils.data.DataLoader, start: int, steps: int, wall_before: float,
-        log: MetricsLog, save: Checkpointer, progress: bool) -> tuple[int, float]:
+def fit(
+    run: Run,
+    parts: StepParts,
+    loader: torch.utils.data.DataLoader,
+    start: int,
+    steps: int,
+    wall_before: float,
+    log: MetricsLog,
+    save: Checkpointer,
+    progress: bool,
+) -> tuple[int, float]:
     """The training loop: a step per batch, metrics every ``log_every`` steps, a checkpoint every
     ``checkpoint_every`` and at the end. Returns (last step, total wall time)."""
     t = run.config.train
@@ -582,16 +659,19 @@ def fit(run: Run, parts: StepParts, loader: torch.utils.data.DataLoader, start: 
         bar.update(1)
         if step % t.log_every == 0 or step % t.checkpoint_every == 0 or step == steps:
             last = log.write(step, parts.optimizer.param_groups[0]["lr"])
-            bar.set_postfix({k: f"{last[k]:.3f}" for k in ("l_byol", "l_diff", "loss") if last[k] != ""}
-                            | {"clips/s": f"{last['clips_per_s']:.0f}"})
+            bar.set_postfix(
+                {k: f"{last[k]:.3f}" for k in ("l_byol", "l_diff", "loss") if last[k] != ""}
+                | {"clips/s": f"{last['clips_per_s']:.0f}"}
+            )
         if step % t.checkpoint_every == 0 or step == steps:
             save(step, wall_before + time.perf_counter() - t0)
     bar.close()
     return step, wall_before + time.perf_counter() - t0
 
 
-def finish(run: Run, parts: StepParts, step: int, wall: float, norm: tuple[float, float],
-           last: dict[str, Any]) -> dict[str, Any]:
+def finish(
+    run: Run, parts: StepParts, step: int, wall: float, norm: tuple[float, float], last: dict[str, Any]
+) -> dict[str, Any]:
     """summary.json and the loss curve; checks that every DDP rank ended with the same weights."""
     if run.distributed:
         _sync_buffers(parts.learner)
@@ -600,10 +680,18 @@ def finish(run: Run, parts: StepParts, step: int, wall: float, norm: tuple[float
     if run.distributed:
         dist.all_gather_object(digests, digest)
     lam = run.config.learner.lam
-    summary = {"steps": step, "wall_time_s": wall, "hardware": hardware_description(run.device, run.world),
-               "git_commit": git_commit(), "world_size": run.world, "lam": lam, "final": last,
-               "norm": {"mean": norm[0], "std": norm[1]}, "rank_digests": digests,
-               "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    summary = {
+        "steps": step,
+        "wall_time_s": wall,
+        "hardware": hardware_description(run.device, run.world),
+        "git_commit": git_commit(),
+        "world_size": run.world,
+        "lam": lam,
+        "final": last,
+        "norm": {"mean": norm[0], "std": norm[1]},
+        "rank_digests": digests,
+        "finished": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     if run.is_main:
         (run.out / "summary.json").write_text(json.dumps(summary, indent=2))
         plot_loss_curve(run.out / "metrics.csv", run.out / "loss_curve.png", f"pretraining, lambda={lam}")

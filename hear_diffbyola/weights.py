@@ -7,9 +7,8 @@ Official BYOL-A ``.pth`` files load too: v1 (AudioNTT2020) or v2 (AudioNTT2022),
 keys and shapes, each with its authors' front end and normalisation statistics. Nothing here
 unpickles arbitrary objects (``torch.load(weights_only=True)``).
 """
-from __future__ import annotations
 
-from .errors import DiffByolaError, OutOfSpaceError
+from __future__ import annotations
 
 import errno
 import hashlib
@@ -24,6 +23,7 @@ import torch
 from torch import nn
 
 from .encoder import CHANNELS, AudioNTT, EncoderConfig, build_encoder, temporal_pool
+from .errors import DiffByolaError, OutOfSpaceError
 from .frontend import Frontend, FrontendConfig
 
 FORMAT = "hear-diffbyola/2"
@@ -99,15 +99,28 @@ def atomic_write(path: str | Path, write) -> None:
             os.unlink(tmp)
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {path.name} is intact" if path.exists() else f"no {path.name} was written"
-            raise OutOfSpaceError(errno.ENOSPC, f"no space left on device: writing {path} failed; {kept}. "
-                                  "Free space there and run the command again") from e
+            raise OutOfSpaceError(
+                errno.ENOSPC,
+                f"no space left on device: writing {path} failed; {kept}. Free space there and run the command again",
+            ) from e
         raise
 
 
-def make_header(frontend: FrontendConfig, norm: tuple[float, float], encoder: EncoderConfig,
-                lam: float | None, provenance: dict[str, Any]) -> dict[str, Any]:
-    return {"format": FORMAT, "frontend": frontend.to_dict(), "norm": {"mean": norm[0], "std": norm[1]},
-            "encoder": encoder.to_dict(), "lam": lam, "provenance": provenance}
+def make_header(
+    frontend: FrontendConfig,
+    norm: tuple[float, float],
+    encoder: EncoderConfig,
+    lam: float | None,
+    provenance: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "frontend": frontend.to_dict(),
+        "norm": {"mean": norm[0], "std": norm[1]},
+        "encoder": encoder.to_dict(),
+        "lam": lam,
+        "provenance": provenance,
+    }
 
 
 def save_weights(path: str | Path, encoder_state: dict[str, torch.Tensor], header: dict[str, Any]) -> None:
@@ -121,12 +134,17 @@ def save_weights(path: str | Path, encoder_state: dict[str, torch.Tensor], heade
 
 def check_finite(tensors: dict[str, torch.Tensor], path: Path, what: str = "cannot load it") -> None:
     """Raise WeightsError naming every tensor that holds NaN or Inf: such weights embed everything as NaN."""
-    bad = [(k, int((~torch.isfinite(v)).sum())) for k, v in sorted(tensors.items())
-           if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    bad = [
+        (k, int((~torch.isfinite(v)).sum()))
+        for k, v in sorted(tensors.items())
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
     if bad:
         listed = ", ".join(f"{k} ({n} values)" for k, n in bad[:5]) + (" ..." if len(bad) > 5 else "")
-        raise WeightsError(f"{path}: {len(bad)} tensor(s) hold NaN or Inf, {what}: {listed}. The run that made "
-                           "them diverged; export an earlier checkpoint or retrain with a lower train.lr")
+        raise WeightsError(
+            f"{path}: {len(bad)} tensor(s) hold NaN or Inf, {what}: {listed}. The run that made "
+            "them diverged; export an earlier checkpoint or retrain with a lower train.lr"
+        )
 
 
 def check_norm(mean: float, std: float, path: Path, given: tuple[float | None, float | None] = (None, None)) -> None:
@@ -138,8 +156,10 @@ def check_norm(mean: float, std: float, path: Path, given: tuple[float | None, f
             source = f"norm_{what}={override!r} given" if override is not None else f"the header's norm.{what}"
             problems.append(f"{source} is {value!r}")
     if problems:
-        raise WeightsError(f"{path}: unusable log-mel normalisation: {'; '.join(problems)} (need a finite mean and a "
-                           "finite std > 0); pass valid norm_mean/norm_std, or re-export the weights")
+        raise WeightsError(
+            f"{path}: unusable log-mel normalisation: {'; '.join(problems)} (need a finite mean and a "
+            "finite std > 0); pass valid norm_mean/norm_std, or re-export the weights"
+        )
 
 
 def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -150,7 +170,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
             meta = fh.metadata() or {}
             tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     except Exception as e:
-        raise WeightsError(f"{path} is not a readable safetensors file ({e}); re-export it with 'hear-diffbyola export'") from e
+        raise WeightsError(
+            f"{path} is not a readable safetensors file ({e}); re-export it with 'hear-diffbyola export'"
+        ) from e
     if HEADER_KEY not in meta:
         raise WeightsError(f"{path} has no '{HEADER_KEY}' header: it was not written by 'hear-diffbyola export'")
     try:
@@ -160,8 +182,9 @@ def read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any
     if header.get("format") == FORMAT_V1 and isinstance(header.get("encoder"), dict):
         header = {**header, "format": FORMAT, "encoder": {"arch": "audiontt2020", **header["encoder"]}}
     if header.get("format") != FORMAT:
-        raise WeightsError(f"{path}: header format {header.get('format')!r}, this version reads {FORMAT!r} "
-                           f"and {FORMAT_V1!r}")
+        raise WeightsError(
+            f"{path}: header format {header.get('format')!r}, this version reads {FORMAT!r} and {FORMAT_V1!r}"
+        )
     return tensors, header
 
 
@@ -172,8 +195,10 @@ def read_byola_pth(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
-        raise WeightsError(f"{path} could not be read as a PyTorch state dict with weights_only=True ({e}); "
-                           "expected an official BYOL-A AudioNTT20xx-BYOLA-*.pth") from e
+        raise WeightsError(
+            f"{path} could not be read as a PyTorch state dict with weights_only=True ({e}); "
+            "expected an official BYOL-A AudioNTT20xx-BYOLA-*.pth"
+        ) from e
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -183,7 +208,7 @@ def read_byola_pth(path: Path) -> dict[str, torch.Tensor]:
     for k, v in state.items():
         for prefix in ("model.", "body."):
             if isinstance(k, str) and k.startswith(prefix):
-                k = k[len(prefix):]
+                k = k[len(prefix) :]
         if isinstance(k, str) and k.split(".")[0] in ("features", "fc") and isinstance(v, torch.Tensor):
             out[k] = v
     return out
@@ -192,32 +217,46 @@ def read_byola_pth(path: Path) -> dict[str, torch.Tensor]:
 def encoder_config_from_state(state: dict[str, torch.Tensor], path: Path) -> EncoderConfig:
     """Recognise an official state dict as AudioNTT2022 (v2: conv layers features.0 / .4) or AudioNTT2020
     (v1: features.0 / .4 / .8) and read (n_mels, d, hidden) from its fc shapes."""
-    convs = sorted(int(k.split(".")[1]) for k in state if k.startswith("features.") and k.endswith(".weight")
-                   and state[k].ndim == 4)
+    convs = sorted(
+        int(k.split(".")[1])
+        for k in state
+        if k.startswith("features.") and k.endswith(".weight") and state[k].ndim == 4
+    )
     fc0, fc3 = state.get("fc.0.weight"), state.get("fc.3.weight")
     keys = sorted(state)[:8]
     if fc0 is None or fc3 is None or fc0.ndim != 2 or fc3.ndim != 2:
-        raise WeightsError(f"{path} is not a BYOL-A encoder state dict: expected features.* and fc.0/fc.3 weights "
-                           f"of AudioNTT2022 (v2) or AudioNTT2020 (v1), got keys {keys}{' ...' if len(state) > 8 else ''}")
+        raise WeightsError(
+            f"{path} is not a BYOL-A encoder state dict: expected features.* and fc.0/fc.3 weights "
+            f"of AudioNTT2022 (v2) or AudioNTT2020 (v1), got keys {keys}{' ...' if len(state) > 8 else ''}"
+        )
     (hidden, n_in), (n_out, n_hidden) = fc0.shape, fc3.shape
     if convs == [0, 4]:
         arch, reduction, d = "audiontt2022", 4, n_in + n_out
     elif convs == [0, 4, 8]:
         arch, reduction, d = "audiontt2020", 8, n_out
     else:
-        raise WeightsError(f"{path}: conv layers at features.{convs} match neither AudioNTT2022 (features.0, .4) nor "
-                           "AudioNTT2020 (features.0, .4, .8)")
+        raise WeightsError(
+            f"{path}: conv layers at features.{convs} match neither AudioNTT2022 (features.0, .4) nor "
+            "AudioNTT2020 (features.0, .4, .8)"
+        )
     if n_in % CHANNELS or n_hidden != hidden:
-        raise WeightsError(f"{path}: fc shapes {tuple(fc0.shape)} / {tuple(fc3.shape)} do not fit {arch} "
-                           f"(fc.0 takes 64 x n_mels/{reduction} inputs, fc.3 takes fc.0's outputs)")
+        raise WeightsError(
+            f"{path}: fc shapes {tuple(fc0.shape)} / {tuple(fc3.shape)} do not fit {arch} "
+            f"(fc.0 takes 64 x n_mels/{reduction} inputs, fc.3 takes fc.0's outputs)"
+        )
     try:
         return EncoderConfig(arch=arch, n_mels=n_in // CHANNELS * reduction, d=int(d), hidden=int(hidden))
     except ValueError as e:
         raise WeightsError(f"{path}: {arch} shapes give an invalid encoder ({e})") from e
 
 
-def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None = None, norm_std: float | None = None,
-                    device: str | torch.device = "cpu") -> PretrainedModel:
+def load_pretrained(
+    path: str | Path | None = None,
+    *,
+    norm_mean: float | None = None,
+    norm_std: float | None = None,
+    device: str | torch.device = "cpu",
+) -> PretrainedModel:
     """Load our ``.safetensors`` export (its header says everything), or an official BYOL-A ``.pth``:
     v2 (AudioNTT2022) with v2's nnAudio front end and stats -9.660292 / 4.7219563, v1 (AudioNTT2020) with
     v1's torchaudio front end and stats -5.4919195 / 5.0389895; ``norm_mean``/``norm_std`` override the
@@ -225,8 +264,10 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
     path = Path(path) if path else DEFAULT_WEIGHTS
     if not path.is_file():
         hint = " (the default weights ship with the package; reinstall it)" if path == DEFAULT_WEIGHTS else ""
-        raise WeightsError(f"weights file {path} does not exist{hint}; expected a .safetensors from "
-                           "'hear-diffbyola export' or an official BYOL-A AudioNTT2022/AudioNTT2020-BYOLA-64x96d*.pth")
+        raise WeightsError(
+            f"weights file {path} does not exist{hint}; expected a .safetensors from "
+            "'hear-diffbyola export' or an official BYOL-A AudioNTT2022/AudioNTT2020-BYOLA-64x96d*.pth"
+        )
     if path.suffix == ".safetensors":
         state, header = read_safetensors(path)
         try:
@@ -243,9 +284,14 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
         if enc.n_mels != fe.n_mels:
             fe = FrontendConfig(**{**fe.to_dict(), "n_mels": enc.n_mels})
         mean, std = BYOLA_V2_NORM if v2 else BYOLA_V1_NORM
-        header = {"format": "byol-a-v2" if v2 else "byol-a-v1", "frontend": fe.to_dict(),
-                  "norm": {"mean": mean, "std": std}, "encoder": enc.to_dict(), "lam": 0.0,
-                  "provenance": {"source": str(path)}}
+        header = {
+            "format": "byol-a-v2" if v2 else "byol-a-v1",
+            "frontend": fe.to_dict(),
+            "norm": {"mean": mean, "std": std},
+            "encoder": enc.to_dict(),
+            "lam": 0.0,
+            "provenance": {"source": str(path)},
+        }
     if norm_mean is not None or norm_std is not None:
         mean = mean if norm_mean is None else float(norm_mean)
         std = std if norm_std is None else float(norm_std)
@@ -256,8 +302,10 @@ def load_pretrained(path: str | Path | None = None, *, norm_mean: float | None =
     try:
         encoder.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        raise WeightsError(f"{path}: weights do not fit {type(encoder).__name__}(n_mels={enc.n_mels}, d={enc.d}, "
-                           f"hidden={enc.hidden}): {e}") from e
+        raise WeightsError(
+            f"{path}: weights do not fit {type(encoder).__name__}(n_mels={enc.n_mels}, d={enc.d}, "
+            f"hidden={enc.hidden}): {e}"
+        ) from e
     return PretrainedModel(Frontend(fe, mean, std), encoder, header).to(device)
 
 
@@ -267,7 +315,9 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     _check_out_path(Path(out))
     ckpt_path = run_dir / "checkpoints" / "last.pt"
     if not ckpt_path.is_file():
-        raise WeightsError(f"{run_dir} holds no checkpoint ({ckpt_path} missing); is it the --out of 'hear-diffbyola pretrain'?")
+        raise WeightsError(
+            f"{run_dir} holds no checkpoint ({ckpt_path} missing); is it the --out of 'hear-diffbyola pretrain'?"
+        )
     from .train import TrainingError, load_checkpoint  # train imports this module
 
     try:
@@ -276,16 +326,24 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
         raise WeightsError(str(e)) from e
     _check_checkpoint(ckpt, ckpt_path)
     cfg = ckpt["config"]
-    state = {k[len("encoder."):]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
+    state = {k[len("encoder.") :]: v for k, v in ckpt["model"].items() if k.startswith("encoder.")}
     if not state:
-        raise WeightsError(f"{ckpt_path} holds no encoder.* weights in its model state; it was not written by "
-                           "'hear-diffbyola pretrain' of this version")
+        raise WeightsError(
+            f"{ckpt_path} holds no encoder.* weights in its model state; it was not written by "
+            "'hear-diffbyola pretrain' of this version"
+        )
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     train = cfg["train"]
-    provenance = {**ckpt.get("provenance", {}), "steps": int(ckpt["step"]), "wall_time_s": float(ckpt.get("wall_time", 0.0)),
-                  "batch_size": train["batch_size"], "lr": train["lr"], "run_dir": str(run_dir.resolve()),
-                  "finished": summary.get("finished")}
+    provenance = {
+        **ckpt.get("provenance", {}),
+        "steps": int(ckpt["step"]),
+        "wall_time_s": float(ckpt.get("wall_time", 0.0)),
+        "batch_size": train["batch_size"],
+        "lr": train["lr"],
+        "run_dir": str(run_dir.resolve()),
+        "finished": summary.get("finished"),
+    }
     try:
         fe, enc = FrontendConfig.from_dict(cfg["frontend"]), EncoderConfig.from_dict(cfg["encoder"])
     except (TypeError, ValueError) as e:
@@ -296,8 +354,9 @@ def export_run(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     try:
         build_encoder(enc).load_state_dict(state, strict=True)  # the same check load_pretrained makes, before writing
     except RuntimeError as e:
-        raise WeightsError(f"{ckpt_path}: its encoder weights do not fit its own config ({enc.arch}, d={enc.d}): "
-                           f"{_one_line(e)}") from e
+        raise WeightsError(
+            f"{ckpt_path}: its encoder weights do not fit its own config ({enc.arch}, d={enc.d}): {_one_line(e)}"
+        ) from e
     save_weights(out, state, header)
     return header
 
@@ -307,8 +366,9 @@ def _check_out_path(out: Path) -> None:
     if out.is_dir():
         raise WeightsError(f"--out {out} is a folder; give a file path, e.g. {out / 'NAME.safetensors'}")
     if out.suffix != ".safetensors":
-        raise WeightsError(f"--out {out} must end in .safetensors (the loader reads any other file as an official "
-                           "BYOL-A .pth)")
+        raise WeightsError(
+            f"--out {out} must end in .safetensors (the loader reads any other file as an official BYOL-A .pth)"
+        )
     for parent in out.parents:
         if parent.exists():
             if not parent.is_dir():
@@ -336,8 +396,10 @@ def _check_checkpoint(ckpt: dict[str, Any], path: Path) -> None:
     if "model" in ckpt and not isinstance(ckpt["model"], dict):
         missing.append("model (a state dict)")
     if missing:
-        raise WeightsError(f"checkpoint {path} lacks {', '.join(missing)}; it was not (completely) written by "
-                           "'hear-diffbyola pretrain': export another run, or resume this one to write a new checkpoint")
+        raise WeightsError(
+            f"checkpoint {path} lacks {', '.join(missing)}; it was not (completely) written by "
+            "'hear-diffbyola pretrain': export another run, or resume this one to write a new checkpoint"
+        )
 
 
 def _one_line(e: BaseException) -> str:

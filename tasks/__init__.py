@@ -6,6 +6,7 @@ and ``heartask`` (HEAR task folders) are shared; each task lives in its own subp
 a subpackage's ``cli.add_parser`` adds its commands through the ``hear_diffbyola.commands`` entry-point
 group in ``pyproject.toml``.
 """
+
 from __future__ import annotations
 
 from hear_diffbyola.errors import DiffByolaError

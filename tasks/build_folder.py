@@ -11,14 +11,15 @@ Staging folders left by a killed build (their pid is gone) are removed at the ne
 ``check_output_folder`` / ``check_output_file``: the evaluators' output paths, checked before the work
 starts, so a results path that cannot be written fails in a second, not after an hour of evaluation.
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from . import TaskError
 
@@ -59,11 +60,15 @@ def _check_out(out: Path, force: bool, is_build: Callable[[Path], bool], what: s
     if not any(out.iterdir()):
         return
     if not force:
-        raise TaskError(f"--out {out} already exists and is not empty (another {what} build?); a folder holds one "
-                        "build: pass --force to replace it whole, or choose another --out")
+        raise TaskError(
+            f"--out {out} already exists and is not empty (another {what} build?); a folder holds one "
+            "build: pass --force to replace it whole, or choose another --out"
+        )
     if not is_build(out):
-        raise TaskError(f"--out {out} is not a {what} build folder; refusing to delete it with --force: choose an "
-                        "empty or new folder")
+        raise TaskError(
+            f"--out {out} is not a {what} build folder; refusing to delete it with --force: choose an "
+            "empty or new folder"
+        )
 
 
 def _recover(out: Path) -> None:
@@ -87,8 +92,10 @@ def building(out: str | Path, force: bool, is_build: Callable[[Path], bool], wha
         raise TaskError(f"--out {out} is a file-system root; choose a folder for the build")
     cwd = Path.cwd().resolve()
     if cwd == out or out in cwd.parents:  # the swap would leave this process (and the shell) in a deleted folder
-        raise TaskError(f"--out {out} is or holds the current folder; the build replaces --out whole: give a new "
-                        "folder inside it instead, e.g. --out ./build")
+        raise TaskError(
+            f"--out {out} is or holds the current folder; the build replaces --out whole: give a new "
+            "folder inside it instead, e.g. --out ./build"
+        )
     _recover(out)
     _check_out(out, force, is_build, what)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,7 @@ leaves the old entry or the new one, never a torn one. A file that cannot be rea
 match, is reported once with a :class:`CacheWarning` naming it, then recomputed and overwritten; a bad
 cache never stops an evaluation.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -63,16 +64,23 @@ def read_arrays(path: str | Path, key: Mapping[str, Any]) -> dict[str, np.ndarra
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             stored = json.loads(str(z[KEY_FIELD]))
             if stored != want:
-                differs = sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k)) \
-                    if isinstance(stored, dict) else []
-                warnings.warn(f"cache file {path} was written for another {', '.join(differs) or 'key'}; "
-                              "recomputing it", CacheWarning, stacklevel=3)
+                differs = (
+                    sorted(k for k in set(stored) | set(want) if stored.get(k) != want.get(k))
+                    if isinstance(stored, dict)
+                    else []
+                )
+                warnings.warn(
+                    f"cache file {path} was written for another {', '.join(differs) or 'key'}; recomputing it",
+                    CacheWarning,
+                    stacklevel=3,
+                )
                 return None
             return {k: z[k] for k in z.files if k != KEY_FIELD}
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, AttributeError, TypeError) as e:
         # truncated, not an npz, or from an older format without a key
-        warnings.warn(f"cache file {path} is unreadable ({type(e).__name__}: {e}); recomputing it",
-                      CacheWarning, stacklevel=3)
+        warnings.warn(
+            f"cache file {path} is unreadable ({type(e).__name__}: {e}); recomputing it", CacheWarning, stacklevel=3
+        )
         return None
 
 
@@ -89,9 +97,12 @@ def write_arrays(path: str | Path, key: Mapping[str, Any], arrays: Mapping[str, 
     atomic_write(path, write)
 
 
-def cached_arrays(path: str | Path | None, key: Mapping[str, Any],
-                  compute: Callable[[], Mapping[str, np.ndarray]],
-                  check: Callable[[Mapping[str, np.ndarray]], None] | None = None) -> dict[str, np.ndarray]:
+def cached_arrays(
+    path: str | Path | None,
+    key: Mapping[str, Any],
+    compute: Callable[[], Mapping[str, np.ndarray]],
+    check: Callable[[Mapping[str, np.ndarray]], None] | None = None,
+) -> dict[str, np.ndarray]:
     """The arrays of the entry at ``path`` for ``key``, computed by ``compute()`` and written there when
     missing, unreadable or stale. ``path=None``: no cache, always ``compute()``.
 

@@ -10,6 +10,7 @@ weights of the best epoch, in eval mode.
 A validation loss that is NaN or infinite never counts as better; if no epoch had a finite one, a
 ``TaskError`` says so (diverged training or bad features), rather than scoring untrained weights.
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,9 @@ Metrics = Mapping[str, float]
 
 @dataclass
 class FitResult:
-    best_epoch: int                         # 1-based epoch whose weights the model now holds
+    best_epoch: int  # 1-based epoch whose weights the model now holds
     epochs_run: int
-    best_state: dict[str, torch.Tensor]     # copy of the model's state dict at best_epoch
+    best_state: dict[str, torch.Tensor]  # copy of the model's state dict at best_epoch
     curve: list[dict[str, float]] = field(default_factory=list)  # one record per epoch run
 
     @property
@@ -49,10 +50,17 @@ def _by_val_loss(record: Mapping[str, float]) -> float:
     return record["val_loss"]
 
 
-def fit_early_stopping(model: nn.Module, train_epoch: Callable[[int], float | None],
-                       validate: Callable[[], float | Metrics], patience: int, max_epochs: int, *,
-                       rank: Callable[[Mapping[str, float]], Any] = _by_val_loss, progress: bool = False,
-                       desc: str = "train") -> FitResult:
+def fit_early_stopping(
+    model: nn.Module,
+    train_epoch: Callable[[int], float | None],
+    validate: Callable[[], float | Metrics],
+    patience: int,
+    max_epochs: int,
+    *,
+    rank: Callable[[Mapping[str, float]], Any] = _by_val_loss,
+    progress: bool = False,
+    desc: str = "train",
+) -> FitResult:
     """Train ``model`` with early stopping; returns the best epoch, its state (already loaded) and the curve.
 
     ``validate()`` returning a float records it as ``val_loss``; a dict is recorded as it is. ``rank``
@@ -85,8 +93,10 @@ def fit_early_stopping(model: nn.Module, train_epoch: Callable[[int], float | No
             break
         bar.set_postfix(best=best_epoch)
     if best_state is None:
-        raise TaskError(f"{desc}: the validation loss was never finite in {len(curve)} epoch(s) "
-                        f"(last record {curve[-1]}); the training diverged or the features hold extreme values")
+        raise TaskError(
+            f"{desc}: the validation loss was never finite in {len(curve)} epoch(s) "
+            f"(last record {curve[-1]}); the training diverged or the features hold extreme values"
+        )
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(best_epoch=best_epoch, epochs_run=len(curve), best_state=best_state, curve=curve)

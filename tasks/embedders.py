@@ -18,13 +18,15 @@ or the one with the file's statistics (``norm="weights"``). ``Embedder.norm`` (a
 says which was used, for the results. A HEAR module normalises its input itself: it cannot be
 re-normalised, and its ``norm`` says so (source ``"hear-module"``).
 """
+
 from __future__ import annotations
 
 import importlib
 import itertools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -38,8 +40,22 @@ from . import TaskError
 if TYPE_CHECKING:
     from hear_diffbyola.weights import PretrainedModel
 
-__all__ = ["Embedder", "NonFiniteEmbeddingsError", "WeightsEmbedder", "NormStats", "NORM_CHOICES", "ours", "hear_module", "make_embedder",
-           "embed_waves", "embed_audio_files", "task_norm_stats", "task_normalised", "norm_record", "describe_norm"]
+__all__ = [
+    "Embedder",
+    "NonFiniteEmbeddingsError",
+    "WeightsEmbedder",
+    "NormStats",
+    "NORM_CHOICES",
+    "ours",
+    "hear_module",
+    "make_embedder",
+    "embed_waves",
+    "embed_audio_files",
+    "task_norm_stats",
+    "task_normalised",
+    "norm_record",
+    "describe_norm",
+]
 
 ClipFn = Callable[[torch.Tensor], Any]  # (B, N) float32 CPU tensor -> (B, d) tensor or array
 NORM_CHOICES = ("task", "weights")  # the evaluators' --norm: the task's training audio, or the weights file
@@ -72,15 +88,24 @@ class Embedder:
     to batch (``min_samples``), cache (``identity``) and report (``name``) them. Build it with :func:`ours`,
     :func:`hear_module` or :func:`make_embedder`; the constructor is for tests and new model kinds."""
 
-    def __init__(self, fn: ClipFn, *, name: str, sample_rate: int, identity: str, min_samples: int = 1,
-                 source: str | None = None, norm: NormStats = NormStats("embedder")) -> None:
+    def __init__(
+        self,
+        fn: ClipFn,
+        *,
+        name: str,
+        sample_rate: int,
+        identity: str,
+        min_samples: int = 1,
+        source: str | None = None,
+        norm: NormStats = NormStats("embedder"),
+    ) -> None:
         self._fn = fn
-        self.name = name                  # row name in result tables
+        self.name = name  # row name in result tables
         self.sample_rate = int(sample_rate)
-        self.identity = identity          # stable across renames; changes when the embeddings could change
+        self.identity = identity  # stable across renames; changes when the embeddings could change
         self.min_samples = int(min_samples)  # shorter clips must be zero-padded (embed_waves does it)
-        self._source = source or name     # what produced the output, for error messages
-        self.norm = norm                  # the log-mel normalisation it applies (for results)
+        self._source = source or name  # what produced the output, for error messages
+        self.norm = norm  # the log-mel normalisation it applies (for results)
 
     def __repr__(self) -> str:
         return f"Embedder(name={self.name!r}, sample_rate={self.sample_rate}, identity={self.identity!r})"
@@ -93,18 +118,21 @@ class Embedder:
         per clip, e.g. file paths) label the clips in those messages."""
         waves = np.asarray(waves)
         if waves.ndim != 2:
-            raise TaskError(f"{self.name}: embed() takes a batch of waveforms (B, N), got shape {waves.shape}; "
-                            "embed a list of clips with embed_waves()")
+            raise TaskError(
+                f"{self.name}: embed() takes a batch of waveforms (B, N), got shape {waves.shape}; "
+                "embed a list of clips with embed_waves()"
+            )
         audio = torch.from_numpy(np.ascontiguousarray(waves))
         check_audio(audio, f"Embedder {self.name!r}", names, stacklevel=2)
         with torch.no_grad():
             out = self._fn(audio.to(torch.float32))
         out = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
         if out.ndim != 2 or out.shape[0] != waves.shape[0]:
-            raise TaskError(f"{self._source} returned shape {out.shape} for a batch of {waves.shape[0]} clips; "
-                            f"expected ({waves.shape[0]}, d): a clip-level (scene) embedding per clip")
+            raise TaskError(
+                f"{self._source} returned shape {out.shape} for a batch of {waves.shape[0]} clips; "
+                f"expected ({waves.shape[0]}, d): a clip-level (scene) embedding per clip"
+            )
         return out.astype(np.float32, copy=False)
-
 
     def check_finite(self, parts: Mapping[str, np.ndarray], names: Mapping[str, Sequence[Any]] | None = None) -> None:
         """Refuse embeddings holding NaN or Inf before anything scores them (a NaN similarity or feature
@@ -127,7 +155,8 @@ class Embedder:
             raise NonFiniteEmbeddingsError(
                 f"model {self.name} ({self._source}) gave NaN or Inf embeddings for {n_bad} of {total} items "
                 f"({listed}{'; ...' if len(bad) > 6 else ''}); nothing is scored with them. The weights or the "
-                "model are broken (a diverged run?): re-export an earlier checkpoint or fix the model")
+                "model are broken (a diverged run?): re-export an earlier checkpoint or fix the model"
+            )
 
 
 class NonFiniteEmbeddingsError(TaskError):
@@ -145,9 +174,15 @@ class WeightsEmbedder(Embedder):
         self.weights_identity = f"ours:sha256={sha256}"  # the file alone, without its normalisation
         # the norm stats belong to the identity: other stats change every embedding of the same file
         identity = f"{self.weights_identity}:norm={float(norm.mean)!r},{float(norm.std)!r}"
-        super().__init__(lambda audio: clip_embedding(model, audio.to(device)), name=weights.stem,
-                         sample_rate=model.sample_rate, identity=identity, min_samples=min_samples(model, 1),
-                         source=f"clip_embedding of {weights}", norm=norm)
+        super().__init__(
+            lambda audio: clip_embedding(model, audio.to(device)),
+            name=weights.stem,
+            sample_rate=model.sample_rate,
+            identity=identity,
+            min_samples=min_samples(model, 1),
+            source=f"clip_embedding of {weights}",
+            norm=norm,
+        )
 
     def with_norm(self, norm: NormStats) -> WeightsEmbedder:
         """The same weights with the log-mel normalisation ``norm`` (a new model; this one is unchanged)."""
@@ -157,8 +192,12 @@ class WeightsEmbedder(Embedder):
         return WeightsEmbedder(model, self.weights, self.sha256, self.device, norm)
 
 
-def ours(weights: str | Path | None = None, device: str = "cpu", norm_mean: float | None = None,
-         norm_std: float | None = None) -> WeightsEmbedder:
+def ours(
+    weights: str | Path | None = None,
+    device: str = "cpu",
+    norm_mean: float | None = None,
+    norm_std: float | None = None,
+) -> WeightsEmbedder:
     """Our ``.safetensors`` export (or an official BYOL-A .pth; ``None`` = the shipped weights) through the
     core loader and ``clip_embedding``. Raises ``WeightsError`` for a missing or unreadable file."""
     from hear_diffbyola.weights import DEFAULT_WEIGHTS, load_pretrained
@@ -173,8 +212,9 @@ def ours(weights: str | Path | None = None, device: str = "cpu", norm_mean: floa
 
 def _model_device(model: Any, default: str) -> torch.device | str:
     """Where a HEAR model's weights are (the audio must go there); ``default`` for a model without any."""
-    first = next(itertools.chain(model.parameters(), model.buffers()), None) \
-        if isinstance(model, torch.nn.Module) else None
+    first = (
+        next(itertools.chain(model.parameters(), model.buffers()), None) if isinstance(model, torch.nn.Module) else None
+    )
     return default if first is None else first.device
 
 
@@ -184,23 +224,30 @@ def hear_module(module: str, model_path: str | Path | None = None, device: str =
     try:
         mod = importlib.import_module(module)
     except ImportError as e:
-        raise TaskError(f"cannot import HEAR module {module!r} ({e}); install it or put its folder on "
-                        "PYTHONPATH, or check the name") from e
+        raise TaskError(
+            f"cannot import HEAR module {module!r} ({e}); install it or put its folder on PYTHONPATH, or check the name"
+        ) from e
     for attr in ("load_model", "get_scene_embeddings"):
         if not callable(getattr(mod, attr, None)):
-            raise TaskError(f"{module!r} is not a HEAR module: it has no {attr}() "
-                            "(the HEAR API needs load_model and get_scene_embeddings)")
+            raise TaskError(
+                f"{module!r} is not a HEAR module: it has no {attr}() "
+                "(the HEAR API needs load_model and get_scene_embeddings)"
+            )
     path = Path(model_path) if model_path else None
     if path is not None and not path.exists():
-        raise TaskError(f"model file {path} for HEAR module {module!r} does not exist; give an existing file "
-                        "with --model, or no --model if the module loads its own default")
+        raise TaskError(
+            f"model file {path} for HEAR module {module!r} does not exist; give an existing file "
+            "with --model, or no --model if the module loads its own default"
+        )
     model = mod.load_model(str(path)) if path is not None else mod.load_model()
     if isinstance(model, torch.nn.Module):  # the HEAR API returns one; .to is only safe on a Module
         model = model.to(device)
     rate = getattr(model, "sample_rate", None)
     if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
-        raise TaskError(f"HEAR module {module!r}: the model from load_model() has no positive integer "
-                        f"sample_rate attribute (got {rate!r}); the HEAR API requires one")
+        raise TaskError(
+            f"HEAR module {module!r}: the model from load_model() has no positive integer "
+            f"sample_rate attribute (got {rate!r}); the HEAR API requires one"
+        )
     version = str(getattr(mod, "__version__", "") or "unknown")
     if path is None:
         model_part = "default model"
@@ -208,10 +255,14 @@ def hear_module(module: str, model_path: str | Path | None = None, device: str =
         model_part = f"sha256={file_sha256(path)}"
     else:  # a model folder: its path is the best identity we can afford to compute
         model_part = f"path={path.resolve()}"
-    return Embedder(lambda audio: mod.get_scene_embeddings(audio.to(_model_device(model, device)), model),
-                    name=module if path is None else f"{module}:{path.stem}", sample_rate=int(rate),
-                    identity=f"hear:{module}:version={version}:{model_part}",
-                    source=f"HEAR module {module!r}: get_scene_embeddings", norm=NormStats("hear-module"))
+    return Embedder(
+        lambda audio: mod.get_scene_embeddings(audio.to(_model_device(model, device)), model),
+        name=module if path is None else f"{module}:{path.stem}",
+        sample_rate=int(rate),
+        identity=f"hear:{module}:version={version}:{model_part}",
+        source=f"HEAR module {module!r}: get_scene_embeddings",
+        norm=NormStats("hear-module"),
+    )
 
 
 _hear_module = hear_module  # make_embedder's parameter of the same name hides the function
@@ -226,14 +277,16 @@ def make_embedder(model: str | Path | None = None, hear_module: str | None = Non
 def _as_clip(wave: np.ndarray, index: int, embedder: Embedder) -> np.ndarray:
     wave = np.asarray(wave)  # its own dtype: Embedder.embed refuses integer PCM instead of converting it
     if wave.ndim != 1:
-        raise TaskError(f"clip {index} has shape {wave.shape}; embed_waves takes 1-D (mono) waveforms at "
-                        f"{embedder.sample_rate} Hz")
+        raise TaskError(
+            f"clip {index} has shape {wave.shape}; embed_waves takes 1-D (mono) waveforms at {embedder.sample_rate} Hz"
+        )
     # zeros at the end: only clips too short for one encoder frame are touched
     return np.pad(wave, (0, max(0, embedder.min_samples - wave.size)))
 
 
-def embed_waves(embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int = 16,
-                names: Sequence[Any] | None = None) -> np.ndarray:
+def embed_waves(
+    embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int = 16, names: Sequence[Any] | None = None
+) -> np.ndarray:
     """1-D floating-point clips at ``embedder.sample_rate`` -> (len(waves), d) float32 in order ((0, 0) for
     no clips). ``names`` (one per clip; default: their indices) label the clips in input-check messages.
 
@@ -255,8 +308,9 @@ def embed_waves(embedder: Embedder, waves: Sequence[np.ndarray], batch_size: int
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def embed_audio_files(embedder: Embedder, paths: Sequence[str | Path], batch_size: int = 16, bar: Any = None,
-                      damaged_hint: str = "") -> np.ndarray:
+def embed_audio_files(
+    embedder: Embedder, paths: Sequence[str | Path], batch_size: int = 16, bar: Any = None, damaged_hint: str = ""
+) -> np.ndarray:
     """Audio files -> (len(paths), d) float32, read ``batch_size`` at a time (memory: one batch of audio).
 
     ``bar``: anything with ``update(n)`` (a tqdm bar), advanced per batch. An unreadable file raises
@@ -265,12 +319,12 @@ def embed_audio_files(embedder: Embedder, paths: Sequence[str | Path], batch_siz
     out: list[np.ndarray] = []
     for i in range(0, len(paths), batch_size):
         waves = []
-        for p in paths[i:i + batch_size]:
+        for p in paths[i : i + batch_size]:
             try:
                 waves.append(read_audio(p, embedder.sample_rate))
             except AudioReadError as e:
                 raise TaskError(f"{e}; {damaged_hint}" if damaged_hint else str(e)) from None
-        out.append(embed_waves(embedder, waves, batch_size, [str(p) for p in paths[i:i + batch_size]]))
+        out.append(embed_waves(embedder, waves, batch_size, [str(p) for p in paths[i : i + batch_size]]))
         if bar is not None:
             bar.update(len(waves))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
@@ -278,6 +332,7 @@ def embed_audio_files(embedder: Embedder, paths: Sequence[str | Path], batch_siz
 
 # ----------------------------------------------------------------------------------------------------------
 # log-mel normalisation statistics of a task's training audio
+
 
 def _stats_model(weights_or_model: Any, device: str) -> PretrainedModel:
     from hear_diffbyola.weights import PretrainedModel, load_pretrained
@@ -287,13 +342,19 @@ def _stats_model(weights_or_model: Any, device: str) -> PretrainedModel:
     if isinstance(weights_or_model, PretrainedModel):
         return weights_or_model
     if isinstance(weights_or_model, Embedder):
-        raise TaskError(f"{weights_or_model.name}: log-mel statistics need our weights (a PretrainedModel); "
-                        "a HEAR module or other embedder normalises its input itself")
+        raise TaskError(
+            f"{weights_or_model.name}: log-mel statistics need our weights (a PretrainedModel); "
+            "a HEAR module or other embedder normalises its input itself"
+        )
     return load_pretrained(weights_or_model, device=device)
 
 
-def task_norm_stats(weights_or_model: str | Path | PretrainedModel | WeightsEmbedder | None,
-                    waves: Iterable[np.ndarray], sample_rate: int, device: str = "cpu") -> NormStats:
+def task_norm_stats(
+    weights_or_model: str | Path | PretrainedModel | WeightsEmbedder | None,
+    waves: Iterable[np.ndarray],
+    sample_rate: int,
+    device: str = "cpu",
+) -> NormStats:
     """Mean and std over every log-mel value of ``waves`` (1-D clips at ``sample_rate``), computed with the
     model's own front end before normalisation (``model.frontend.logmel``), as BYOL-A's and EVAR's
     evaluations normalise a task's log-mels. Give it the task's *training* clips only.
@@ -307,8 +368,10 @@ def task_norm_stats(weights_or_model: str | Path | PretrainedModel | WeightsEmbe
 
     model = _stats_model(weights_or_model, device)
     if int(sample_rate) != model.sample_rate:
-        raise TaskError(f"task_norm_stats: the clips are at {sample_rate} Hz but the model's front end expects "
-                        f"{model.sample_rate} Hz; read them at the model's rate")
+        raise TaskError(
+            f"task_norm_stats: the clips are at {sample_rate} Hz but the model's front end expects "
+            f"{model.sample_rate} Hz; read them at the model's rate"
+        )
     first = next(itertools.chain(model.parameters(), model.buffers()), None)
     where = first.device if first is not None else torch.device("cpu")
     pad = min_samples(model, 1)
@@ -334,8 +397,10 @@ def task_norm_stats(weights_or_model: str | Path | PretrainedModel | WeightsEmbe
             raise
         raise TaskError("no training clips to compute the log-mel normalisation statistics from") from None
     if not (np.isfinite(mean) and np.isfinite(std)) or std <= 0:
-        raise TaskError(f"task_norm_stats: the {count} training clips give unusable log-mel statistics (mean {mean}, "
-                        f"std {std}); some hold NaN or Inf: check the task's training audio")
+        raise TaskError(
+            f"task_norm_stats: the {count} training clips give unusable log-mel statistics (mean {mean}, "
+            f"std {std}); some hold NaN or Inf: check the task's training audio"
+        )
     return NormStats("task-train", float(mean), float(std), count)
 
 
@@ -352,9 +417,16 @@ def _read_files(paths: Sequence[str | Path], sample_rate: int, damaged_hint: str
             bar.update(1)
 
 
-def task_normalised(embedder: Embedder, train_files: Sequence[str | Path], norm: str = "task", *,
-                    cache_dir: str | Path | None = None, data_id: str | None = None, damaged_hint: str = "",
-                    progress: bool = False) -> Embedder:
+def task_normalised(
+    embedder: Embedder,
+    train_files: Sequence[str | Path],
+    norm: str = "task",
+    *,
+    cache_dir: str | Path | None = None,
+    data_id: str | None = None,
+    damaged_hint: str = "",
+    progress: bool = False,
+) -> Embedder:
     """The embedder an evaluator uses, per ``norm`` (one of :data:`NORM_CHOICES`):
 
     * ``"task"`` with our weights: the same weights normalised with :func:`task_norm_stats` of
@@ -372,22 +444,33 @@ def task_normalised(embedder: Embedder, train_files: Sequence[str | Path], norm:
     from .cache import cache_file, cached_arrays
 
     if norm not in NORM_CHOICES:
-        raise TaskError(f"unknown normalisation {norm!r}; choose 'task' (statistics of the task's training audio, "
-                        "as BYOL-A evaluates) or 'weights' (the weights file's pretraining statistics)")
+        raise TaskError(
+            f"unknown normalisation {norm!r}; choose 'task' (statistics of the task's training audio, "
+            "as BYOL-A evaluates) or 'weights' (the weights file's pretraining statistics)"
+        )
     if norm == "weights" or not isinstance(embedder, WeightsEmbedder):
         return embedder
-    key = {"format": "hear-diffbyola/norm-stats/1", "weights": embedder.weights_identity, "data": data_id,
-           "clips": len(train_files)}
+    key = {
+        "format": "hear-diffbyola/norm-stats/1",
+        "weights": embedder.weights_identity,
+        "data": data_id,
+        "clips": len(train_files),
+    }
     path = cache_file(cache_dir, f"norm-{embedder.name}", key) if cache_dir is not None and data_id else None
 
     def compute() -> dict[str, np.ndarray]:
-        with tqdm(total=len(train_files), desc=f"norm stats ({embedder.name})", unit="clip", disable=not progress) as bar:
-            stats = task_norm_stats(embedder, _read_files(train_files, embedder.sample_rate, damaged_hint, bar),
-                                    embedder.sample_rate)
+        with tqdm(
+            total=len(train_files), desc=f"norm stats ({embedder.name})", unit="clip", disable=not progress
+        ) as bar:
+            stats = task_norm_stats(
+                embedder, _read_files(train_files, embedder.sample_rate, damaged_hint, bar), embedder.sample_rate
+            )
         return {"mean": np.float64(stats.mean), "std": np.float64(stats.std), "clips": np.int64(stats.clips)}
 
     arrays = cached_arrays(path, key, compute)
-    return embedder.with_norm(NormStats("task-train", float(arrays["mean"]), float(arrays["std"]), int(arrays["clips"])))
+    return embedder.with_norm(
+        NormStats("task-train", float(arrays["mean"]), float(arrays["std"]), int(arrays["clips"]))
+    )
 
 
 def norm_record(embedder: Embedder, requested: str, train_splits: Sequence[str] | None = None) -> dict[str, Any]:

@@ -10,13 +10,14 @@
 ``read_scene_task`` reads a multiclass scene task of that layout (ours or hear-eval-kit's) back as
 file lists. Installing heareval itself is the core's business (``hear_diffbyola.evaltools``).
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -50,10 +51,19 @@ def _event_extent(x: np.ndarray) -> tuple[int, int]:
     return int(above[0]), int(above[-1])
 
 
-def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequence[str] | None = None,
-                    n_per_label: int | Mapping[str, int] = 4, duration: float = 2.0, events_per_clip: int = 2,
-                    splits: Sequence[str] = ("train", "valid", "test"), sample_rate: int = 16000,
-                    seed: int = 0, task_name: str | None = None) -> Path:
+def write_hear_task(
+    out_dir: str | Path,
+    *,
+    kind: str = "scene",
+    labels: Sequence[str] | None = None,
+    n_per_label: int | Mapping[str, int] = 4,
+    duration: float = 2.0,
+    events_per_clip: int = 2,
+    splits: Sequence[str] = ("train", "valid", "test"),
+    sample_rate: int = 16000,
+    seed: int = 0,
+    task_name: str | None = None,
+) -> Path:
     """Write a small HEAR task rendered from the embedded corpus into ``out_dir`` (the task folder).
 
     ``kind="scene"``: one clip of ``duration`` s per item, multiclass, ``n_per_label`` clips per label
@@ -69,14 +79,19 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
     valid = (*SCENE_CLASSES, *EVENT_CLASSES) if kind == "scene" else EVENT_CLASSES
     labels = list(labels) if labels is not None else list(SCENE_CLASSES if kind == "scene" else EVENT_CLASSES[:4])
     if not labels or len(set(labels)) != len(labels) or any(lab not in valid for lab in labels):
-        raise TaskError(f"write_hear_task: labels of a {kind} task must be distinct names from {sorted(valid)}; "
-                         f"got {labels}")
+        raise TaskError(
+            f"write_hear_task: labels of a {kind} task must be distinct names from {sorted(valid)}; got {labels}"
+        )
     per_split = dict(n_per_label) if isinstance(n_per_label, Mapping) else {s: n_per_label for s in splits}
     if set(per_split) != set(splits):
-        raise TaskError(f"write_hear_task: n_per_label gives counts for {sorted(per_split)}, the splits are {list(splits)}")
+        raise TaskError(
+            f"write_hear_task: n_per_label gives counts for {sorted(per_split)}, the splits are {list(splits)}"
+        )
     if min(per_split.values(), default=0) < 1 or events_per_clip < 1 or duration <= 0 or not splits:
-        raise TaskError(f"write_hear_task: need n_per_label >= 1, events_per_clip >= 1, duration > 0 and at least "
-                         f"one split; got {n_per_label}, {events_per_clip}, {duration}, {list(splits)}")
+        raise TaskError(
+            f"write_hear_task: need n_per_label >= 1, events_per_clip >= 1, duration > 0 and at least "
+            f"one split; got {n_per_label}, {events_per_clip}, {duration}, {list(splits)}"
+        )
     out = Path(out_dir)
     slot = int(round(duration * sample_rate)) // events_per_clip  # samples per event slot (event tasks)
     if kind == "event" and slot < sample_rate // 20:
@@ -89,7 +104,9 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
         if kind == "scene":
             for i, label in enumerate(plan):
                 name = f"{split}_{i:04d}.wav"
-                write_audio(out / str(sample_rate) / split / name, _render(label, rng, sample_rate, duration), sample_rate)
+                write_audio(
+                    out / str(sample_rate) / split / name, _render(label, rng, sample_rate, duration), sample_rate
+                )
                 items[name] = [label]
         else:
             for i in range(math.ceil(len(plan) / events_per_clip)):
@@ -97,12 +114,17 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
                 x = render_scene(scene, rng, sample_rate, duration)
                 x *= _BACKGROUND_PEAK / np.abs(x).max()
                 events = []
-                for k, label in enumerate(plan[i * events_per_clip:(i + 1) * events_per_clip]):
+                for k, label in enumerate(plan[i * events_per_clip : (i + 1) * events_per_clip]):
                     ev = render_event(label, rng, sample_rate, slot / sample_rate)
-                    x[k * slot:(k + 1) * slot] += ev
+                    x[k * slot : (k + 1) * slot] += ev
                     a, b = _event_extent(ev)
-                    events.append({"label": label, "start": (k * slot + a) * 1000.0 / sample_rate,
-                                   "end": (k * slot + b + 1) * 1000.0 / sample_rate})
+                    events.append(
+                        {
+                            "label": label,
+                            "start": (k * slot + a) * 1000.0 / sample_rate,
+                            "end": (k * slot + b + 1) * 1000.0 / sample_rate,
+                        }
+                    )
                 name = f"{split}_{i:04d}.wav"
                 write_audio(out / str(sample_rate) / split / name, np.clip(x, -1.0, 1.0), sample_rate)
                 items[name] = events
@@ -112,10 +134,15 @@ def write_hear_task(out_dir: str | Path, *, kind: str = "scene", labels: Sequenc
         w.writerow(["idx", "label"])
         w.writerows(enumerate(labels))
     metadata = {
-        "task_name": task_name or out.name, "version": "hear-diffbyola-synthetic", "mode": "full",
-        "embedding_type": kind, "prediction_type": "multiclass" if kind == "scene" else "multilabel",
+        "task_name": task_name or out.name,
+        "version": "hear-diffbyola-synthetic",
+        "mode": "full",
+        "embedding_type": kind,
+        "prediction_type": "multiclass" if kind == "scene" else "multilabel",
         "split_mode": "trainvaltest" if list(splits) == ["train", "valid", "test"] else "presplit_kfold",
-        "splits": list(splits), "sample_duration": float(duration), "sample_rate": sample_rate,
+        "splits": list(splits),
+        "sample_duration": float(duration),
+        "sample_rate": sample_rate,
         "evaluation": ["top1_acc"] if kind == "scene" else ["event_onset_200ms_fms", "segment_1s_er"],
         "source": f"hear_diffbyola.tasks.heartask.write_hear_task(seed={seed}) from the embedded corpus",
     }
@@ -135,11 +162,15 @@ def read_scene_task(task_dir: str | Path) -> tuple[list[str], dict[str, list[tup
         with open(root / "labelvocabulary.csv", newline="") as fh:
             vocab = [row["label"] for row in csv.DictReader(fh)]
     except (OSError, ValueError, KeyError) as e:
-        raise HeartaskError(f"{root} is not a readable HEAR task folder ({e}); it needs task_metadata.json and "
-                            "labelvocabulary.csv (write one with write_hear_task)") from e
+        raise HeartaskError(
+            f"{root} is not a readable HEAR task folder ({e}); it needs task_metadata.json and "
+            "labelvocabulary.csv (write one with write_hear_task)"
+        ) from e
     if meta.get("embedding_type") != "scene" or meta.get("prediction_type") != "multiclass":
-        raise HeartaskError(f"{root}: a multiclass scene task is needed, this one is "
-                            f"{meta.get('embedding_type')}/{meta.get('prediction_type')}")
+        raise HeartaskError(
+            f"{root}: a multiclass scene task is needed, this one is "
+            f"{meta.get('embedding_type')}/{meta.get('prediction_type')}"
+        )
     splits: dict[str, list[tuple[Path, str]]] = {}
     for split in meta.get("splits", []):
         try:
@@ -148,7 +179,8 @@ def read_scene_task(task_dir: str | Path) -> tuple[list[str], dict[str, list[tup
             raise HeartaskError(f"{root}: cannot read {split}.json ({e})") from e
         bad = sorted({lab for labs in items.values() for lab in labs if lab not in vocab})
         if bad or any(len(labs) != 1 for labs in items.values()):
-            raise HeartaskError(f"{root}/{split}.json: every clip needs exactly one label from labelvocabulary.csv "
-                                f"(unknown: {bad})")
+            raise HeartaskError(
+                f"{root}/{split}.json: every clip needs exactly one label from labelvocabulary.csv (unknown: {bad})"
+            )
         splits[split] = [(root / str(meta["sample_rate"]) / split / name, labs[0]) for name, labs in items.items()]
     return vocab, splits

@@ -18,11 +18,12 @@ Per seed:
 Accuracies over seeds are summarised as mean and population standard deviation (numpy's default, as
 BYOL-A's evaluate.py reports them).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -32,8 +33,15 @@ from torch import nn
 from . import TaskError
 from .early_stopping import fit_early_stopping
 
-__all__ = ["LinearEvalConfig", "LinearEvalResult", "SeedSummary", "stratified_split", "standardise",
-           "linear_eval", "linear_eval_seeds"]
+__all__ = [
+    "LinearEvalConfig",
+    "LinearEvalResult",
+    "SeedSummary",
+    "stratified_split",
+    "standardise",
+    "linear_eval",
+    "linear_eval_seeds",
+]
 
 
 @dataclass(frozen=True)
@@ -56,22 +64,26 @@ class LinearEvalConfig:
 
 @dataclass(frozen=True)
 class LinearEvalResult:
-    accuracy: float       # test accuracy in [0, 1]
-    best_epoch: int       # 1-based epoch whose weights were scored
+    accuracy: float  # test accuracy in [0, 1]
+    best_epoch: int  # 1-based epoch whose weights were scored
     epochs_run: int
     best_valid_loss: float
 
 
 @dataclass(frozen=True)
 class SeedSummary:
-    mean: float           # accuracy in %, over seeds
-    std: float            # population std in %
+    mean: float  # accuracy in %, over seeds
+    std: float  # population std in %
     accuracies: list[float] = field(default_factory=list)  # in %, one per seed
     runs: list[LinearEvalResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "accuracies": self.accuracies,
-                "runs": [asdict(r) for r in self.runs]}
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "accuracies": self.accuracies,
+            "runs": [asdict(r) for r in self.runs],
+        }
 
 
 def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +96,10 @@ def _check_xy(x: np.ndarray, y: np.ndarray, what: str) -> tuple[np.ndarray, np.n
         raise ValueError(f"{what}: labels must be integer class indices, got dtype {y.dtype}")
     if not np.isfinite(x).all():
         rows = int((~np.isfinite(x)).any(axis=1).sum())
-        raise TaskError(f"{what}: {rows} of {x.shape[0]} feature rows contain NaN or Inf; a linear probe on them "
-                        "would score garbage: check the model that computed them")
+        raise TaskError(
+            f"{what}: {rows} of {x.shape[0]} feature rows contain NaN or Inf; a linear probe on them "
+            "would score garbage: check the model that computed them"
+        )
     return x.astype(np.float32, copy=False), y.astype(np.int64, copy=False)
 
 
@@ -109,8 +123,15 @@ def standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     return [((a - mean) / std).astype(np.float32) for a in (train, *others)]
 
 
-def _fit(x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor, y_va: torch.Tensor, n_classes: int,
-         seed: int, config: LinearEvalConfig) -> tuple[nn.Linear, int, int, float]:
+def _fit(
+    x_tr: torch.Tensor,
+    y_tr: torch.Tensor,
+    x_va: torch.Tensor,
+    y_va: torch.Tensor,
+    n_classes: int,
+    seed: int,
+    config: LinearEvalConfig,
+) -> tuple[nn.Linear, int, int, float]:
     gen = torch.Generator().manual_seed(seed)
     torch_state = torch.random.get_rng_state()
     torch.manual_seed(seed)  # nn.Linear's init draws from the global generator
@@ -123,7 +144,7 @@ def _fit(x_tr: torch.Tensor, y_tr: torch.Tensor, x_va: torch.Tensor, y_va: torch
         perm = torch.randperm(x_tr.shape[0], generator=gen)
         total = 0.0
         for i in range(0, x_tr.shape[0], bs):
-            idx = perm[i:i + bs]
+            idx = perm[i : i + bs]
             loss = F.cross_entropy(layer(x_tr[idx]), y_tr[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -150,9 +171,15 @@ def _one_thread():
         torch.set_num_threads(before)
 
 
-def linear_eval(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                seed: int = 0, config: LinearEvalConfig = LinearEvalConfig(),
-                n_classes: int | None = None) -> LinearEvalResult:
+def linear_eval(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    seed: int = 0,
+    config: LinearEvalConfig = LinearEvalConfig(),
+    n_classes: int | None = None,
+) -> LinearEvalResult:
     """One run of the protocol: x (n, d) features, y (n,) integer labels -> test accuracy and training facts."""
     x_train, y_train = _check_xy(x_train, y_train, "training set")
     x_test, y_test = _check_xy(x_test, y_test, "test set")
@@ -166,23 +193,35 @@ def linear_eval(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_
     xs_tr, xs_va, xs_te = standardise(x_train[tr], x_train[va], x_test)
     t = torch.from_numpy
     with torch.enable_grad(), _one_thread():
-        layer, best_epoch, epochs_run, best_loss = _fit(t(xs_tr), t(y_train[tr]), t(xs_va), t(y_train[va]),
-                                                        n_classes, seed, config)
+        layer, best_epoch, epochs_run, best_loss = _fit(
+            t(xs_tr), t(y_train[tr]), t(xs_va), t(y_train[va]), n_classes, seed, config
+        )
     with torch.no_grad():
         pred = layer(t(xs_te)).argmax(dim=1).numpy()
-    return LinearEvalResult(accuracy=float((pred == y_test).mean()), best_epoch=best_epoch,
-                            epochs_run=epochs_run, best_valid_loss=best_loss)
+    return LinearEvalResult(
+        accuracy=float((pred == y_test).mean()), best_epoch=best_epoch, epochs_run=epochs_run, best_valid_loss=best_loss
+    )
 
 
-def linear_eval_seeds(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                      seeds: Sequence[int] = (0, 1, 2), config: LinearEvalConfig = LinearEvalConfig(),
-                      n_classes: int | None = None, progress: bool = False, desc: str = "linear evaluation") -> SeedSummary:
+def linear_eval_seeds(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    seeds: Sequence[int] = (0, 1, 2),
+    config: LinearEvalConfig = LinearEvalConfig(),
+    n_classes: int | None = None,
+    progress: bool = False,
+    desc: str = "linear evaluation",
+) -> SeedSummary:
     """The protocol once per seed (validation split, init and batch order all follow the seed); accuracies in %."""
     from tqdm import tqdm
 
     if not seeds:
         raise ValueError("linear_eval_seeds: give at least one seed")
-    runs = [linear_eval(x_train, y_train, x_test, y_test, seed=s, config=config, n_classes=n_classes)
-            for s in tqdm(seeds, desc=desc, unit="seed", disable=not progress)]
+    runs = [
+        linear_eval(x_train, y_train, x_test, y_test, seed=s, config=config, n_classes=n_classes)
+        for s in tqdm(seeds, desc=desc, unit="seed", disable=not progress)
+    ]
     acc = [100.0 * r.accuracy for r in runs]
     return SeedSummary(mean=float(np.mean(acc)), std=float(np.std(acc)), accuracies=acc, runs=runs)

@@ -14,30 +14,47 @@
 
 Scaper itself is not used: 1.6.5 does not install on Python 3.11 with numpy 2 (see /work/shared/README.md).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from scipy.signal import sosfilt
 
-__all__ = ["ABS_GATE_LUFS", "REL_GATE_LU", "BLOCK_S", "OVERLAP", "MIN_EVENT_S", "LUFS_FLOOR",
-           "k_weighting_sos", "integrated_loudness", "event_loudness", "gain_to", "Mix", "mix_at_snr",
-           "peak_scale", "crop", "overlap_samples", "draw_reference_crops"]
+__all__ = [
+    "ABS_GATE_LUFS",
+    "REL_GATE_LU",
+    "BLOCK_S",
+    "OVERLAP",
+    "MIN_EVENT_S",
+    "LUFS_FLOOR",
+    "k_weighting_sos",
+    "integrated_loudness",
+    "event_loudness",
+    "gain_to",
+    "Mix",
+    "mix_at_snr",
+    "peak_scale",
+    "crop",
+    "overlap_samples",
+    "draw_reference_crops",
+]
 
 ABS_GATE_LUFS = -70.0
 REL_GATE_LU = -10.0
 BLOCK_S = 0.4
 OVERLAP = 0.75
-MIN_EVENT_S = 0.5   # Scaper tiles shorter clips before measuring
+MIN_EVENT_S = 0.5  # Scaper tiles shorter clips before measuring
 LUFS_FLOOR = -70.0  # Scaper's lower bound on a measured loudness
 _LUFS_OFFSET = -0.691  # BS.1770: L = -0.691 + 10 log10(mean square of the K-weighted signal)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # loudness
+
 
 def _high_shelf(sr: float, gain_db: float, q: float, fc: float) -> np.ndarray:
     """Cookbook high-shelf biquad as one second-order section [b0 b1 b2 1 a1 a2]."""
@@ -84,8 +101,10 @@ def integrated_loudness(x: np.ndarray, sr: int, block_s: float = BLOCK_S) -> flo
     """
     x = _mono_float64(x, "integrated_loudness")
     if x.shape[0] < block_s * sr:
-        raise ValueError(f"integrated_loudness: {x.shape[0]} samples at {sr} Hz is shorter than one "
-                         f"{block_s} s gating block; use event_loudness, which tiles short clips as Scaper does")
+        raise ValueError(
+            f"integrated_loudness: {x.shape[0]} samples at {sr} Hz is shorter than one "
+            f"{block_s} s gating block; use event_loudness, which tiles short clips as Scaper does"
+        )
     y = sosfilt(k_weighting_sos(sr), x)
     step = 1.0 - OVERLAP
     n_blocks = int(np.round((x.shape[0] / sr - block_s) / (block_s * step))) + 1
@@ -127,6 +146,7 @@ def gain_to(lufs: float, target_lufs: float) -> float:
 # ----------------------------------------------------------------------------------------------------------
 # mixing
 
+
 @dataclass(frozen=True)
 class Mix:
     """A foreground mixed over a background; ``mixture == foreground + background`` sample for sample.
@@ -155,8 +175,15 @@ def peak_scale(signals: Sequence[np.ndarray], limit: float | None) -> float:
     return 1.0 if peak <= limit else limit / peak
 
 
-def mix_at_snr(fg: np.ndarray, bg: np.ndarray, snr_db: float, sr: int, ref_lufs: float = -12.0,
-               peak_limit: float | None = 0.99, companions: Sequence[np.ndarray] = ()) -> Mix:
+def mix_at_snr(
+    fg: np.ndarray,
+    bg: np.ndarray,
+    snr_db: float,
+    sr: int,
+    ref_lufs: float = -12.0,
+    peak_limit: float | None = 0.99,
+    companions: Sequence[np.ndarray] = (),
+) -> Mix:
     """Mix ``fg`` over ``bg`` (same length) so that event_loudness(fg part) - event_loudness(bg part) = ``snr_db``.
 
     As Scaper: background at ``ref_lufs``, foreground at ``ref_lufs + snr_db``. ``companions`` (e.g. other
@@ -167,34 +194,47 @@ def mix_at_snr(fg: np.ndarray, bg: np.ndarray, snr_db: float, sr: int, ref_lufs:
     fg = _mono_float64(fg, "mix_at_snr foreground")
     bg = _mono_float64(bg, "mix_at_snr background")
     if fg.shape != bg.shape:
-        raise ValueError(f"mix_at_snr: foreground has {fg.shape[0]} samples, background {bg.shape[0]}; crop them to one length")
+        raise ValueError(
+            f"mix_at_snr: foreground has {fg.shape[0]} samples, background {bg.shape[0]}; crop them to one length"
+        )
     if not math.isfinite(snr_db):
         raise ValueError(f"mix_at_snr: snr_db must be finite, got {snr_db}")
     fg_lufs, bg_lufs = event_loudness(fg, sr), event_loudness(bg, sr)
     for name, lufs in (("foreground", fg_lufs), ("background", bg_lufs)):
         if lufs <= LUFS_FLOOR:
-            raise ValueError(f"mix_at_snr: the {name} is silent (loudness at the {LUFS_FLOOR} LUFS floor); "
-                             "no gain can give it a loudness")
+            raise ValueError(
+                f"mix_at_snr: the {name} is silent (loudness at the {LUFS_FLOOR} LUFS floor); "
+                "no gain can give it a loudness"
+            )
     fg_gain, bg_gain = gain_to(fg_lufs, ref_lufs + snr_db), gain_to(bg_lufs, ref_lufs)
     fg_s, bg_s = fg * fg_gain, bg * bg_gain
     comp = [_mono_float64(c, "mix_at_snr companion") * bg_gain for c in companions]
     scale = peak_scale([fg_s + bg_s, bg_s, *comp], peak_limit)
     fg_s, bg_s = fg_s * scale, bg_s * scale
-    return Mix(mixture=(fg_s + bg_s).astype(np.float32), foreground=fg_s.astype(np.float32),
-               background=bg_s.astype(np.float32), companions=tuple((c * scale).astype(np.float32) for c in comp),
-               fg_gain=fg_gain * scale, bg_gain=bg_gain * scale, fg_lufs=fg_lufs, bg_lufs=bg_lufs,
-               snr_db=float(snr_db), peak_scale=scale)
+    return Mix(
+        mixture=(fg_s + bg_s).astype(np.float32),
+        foreground=fg_s.astype(np.float32),
+        background=bg_s.astype(np.float32),
+        companions=tuple((c * scale).astype(np.float32) for c in comp),
+        fg_gain=fg_gain * scale,
+        bg_gain=bg_gain * scale,
+        fg_lufs=fg_lufs,
+        bg_lufs=bg_lufs,
+        snr_db=float(snr_db),
+        peak_scale=scale,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # crops
+
 
 def crop(x: np.ndarray, start: int, length: int) -> np.ndarray:
     """x[start:start + length] along the last axis; ValueError (naming the bounds) if it does not fit."""
     n = x.shape[-1]
     if start < 0 or length <= 0 or start + length > n:
         raise ValueError(f"crop [{start}, {start + length}) does not fit in {n} samples")
-    return x[..., start:start + length]
+    return x[..., start : start + length]
 
 
 def overlap_samples(start_a: int, start_b: int, length: int) -> int:
@@ -246,8 +286,10 @@ def draw_reference_crops(rng: np.random.Generator, total: int, length: int) -> t
     if length <= 0 or length % 2:
         raise ValueError(f"crop length must be a positive even number of samples, got {length}")
     if total < 2 * length:
-        raise ValueError(f"a recording of {total} samples is too short for a crop of {length} samples plus a "
-                         f"non-overlapping one: at least {2 * length} samples are needed")
+        raise ValueError(
+            f"a recording of {total} samples is too short for a crop of {length} samples plus a "
+            f"non-overlapping one: at least {2 * length} samples are needed"
+        )
     last, half = total - length, length // 2
     b_ok = _union((half, last), (0, last - half))
     c_ok = _union((length, last), (0, last - length))

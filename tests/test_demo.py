@@ -1,5 +1,6 @@
 """`hear-diffbyola demo`: the paired pipeline at a tiny budget, its report read back against its own stage
 files, resuming, the paired statistics by hand, combining demos, and the HEAR scene-task pieces it is built from."""
+
 from __future__ import annotations
 
 import json
@@ -34,14 +35,39 @@ from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
 
 # BYOL-A v2's encoder at its smallest (1024 conv features + 64 fc outputs), as the core's tests use it
-TINY_PRETRAIN = ("encoder.arch=audiontt2022", "encoder.d=1088", "encoder.hidden=32", "learner.proj_hidden=64",
-                 "learner.proj_dim=32", "augment.mixup_memory=64", "train.embedded_size=48",
-                 "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
-                 "train.num_workers=0", "train.log_every=1", "train.steps=4", "train.checkpoint_every=2")
-TINY = DemoBudget(name="tiny", pretrain=TINY_PRETRAIN, bgknown_train_per_class=2, bgknown_test_per_class=1,
-                  bgknown_clip_seconds=1.0, apwd_dev=8, apwd_eval=6, apwd_epochs=3, apwd_patience=2,
-                  general_per_label=(2, 1, 1), general_seconds=1.0, seeds=2, linear_max_epochs=5, linear_patience=2,
-                  pretrain_seeds=(0, 1))
+TINY_PRETRAIN = (
+    "encoder.arch=audiontt2022",
+    "encoder.d=1088",
+    "encoder.hidden=32",
+    "learner.proj_hidden=64",
+    "learner.proj_dim=32",
+    "augment.mixup_memory=64",
+    "train.embedded_size=48",
+    "train.embedded_duration=1.0",
+    "train.batch_size=8",
+    "train.norm_clips=16",
+    "train.num_workers=0",
+    "train.log_every=1",
+    "train.steps=4",
+    "train.checkpoint_every=2",
+)
+TINY = DemoBudget(
+    name="tiny",
+    pretrain=TINY_PRETRAIN,
+    bgknown_train_per_class=2,
+    bgknown_test_per_class=1,
+    bgknown_clip_seconds=1.0,
+    apwd_dev=8,
+    apwd_eval=6,
+    apwd_epochs=3,
+    apwd_patience=2,
+    general_per_label=(2, 1, 1),
+    general_seconds=1.0,
+    seeds=2,
+    linear_max_epochs=5,
+    linear_patience=2,
+    pretrain_seeds=(0, 1),
+)
 MEAN_CI = re.compile(r"^([+−]?\d+\.\d)(?: \[([+−]?\d+\.\d), ([+−]?\d+\.\d)\])?$")
 CELL = re.compile(r"^(−?\d+\.\d) ± (\d+\.\d)$")
 T_975 = {1: 12.706205, 2: 4.302653, 3: 3.182446, 4: 2.776445}  # Student's t 0.975 quantiles, from a printed table
@@ -107,7 +133,9 @@ def test_demo_report_tables_are_the_paired_analysis_of_the_stage_files(demo):
     assert json.loads((out / "results.json").read_text()) == json.loads(json.dumps(results))
     assert results["pretrain_seeds"] == [0, 1] and results["lambdas"] == [0.0, 0.5]
     assert set(results["models"]) == {"seed0/lam0", "seed0/lam0.5", "seed1/lam0", "seed1/lam0.5"}
-    assert set(results["stage_commits"]) == set(results["wall_time_s"]["stages"]) and len(results["stage_commits"]) == 19
+    assert (
+        set(results["stage_commits"]) == set(results["wall_time_s"]["stages"]) and len(results["stage_commits"]) == 19
+    )
     report = (out / "report.md").read_text()
     bg = by_heading(tables(report), "BgKnown")
     assert bg[0] == ["Model", "Mix", "(a)", "(b)", "(c)"]
@@ -115,8 +143,11 @@ def test_demo_report_tables_are_the_paired_analysis_of_the_stage_files(demo):
     for i, cond in enumerate(("mix", "a", "b", "c")):
         base = [stage_mean(out, s, "lam0", cond) for s in (0, 1)]
         other = [stage_mean(out, s, "lam0.5", cond) for s in (0, 1)]
-        for title, xs in (("λ = 0 (BYOL-A)", base), ("λ = 0.5 (DiffBYOL-A)", other),
-                          ("Δ λ = 0.5 − λ = 0 (paired)", [o - b for o, b in zip(other, base)])):
+        for title, xs in (
+            ("λ = 0 (BYOL-A)", base),
+            ("λ = 0.5 (DiffBYOL-A)", other),
+            ("Δ λ = 0.5 − λ = 0 (paired)", [o - b for o, b in zip(other, base)]),
+        ):
             mean, lo, hi = mean_ci(rows[title][i])
             want = by_hand_interval(xs)
             assert (mean, lo, hi) == pytest.approx(want, abs=0.051), (title, cond)
@@ -129,8 +160,14 @@ def test_demo_report_tables_are_the_paired_analysis_of_the_stage_files(demo):
 
     # the verdict line is the one read from the same intervals, stated with n = 2
     e = results["effect"]["lam0.5"]
-    assert e["n"] == 2 and e["verdict"] == verdict(t_interval(results["paired"]["lam0.5"]["bgknown.a"]["differences"]),
-                                                   t_interval(results["paired"]["lam0.5"]["bgknown.mix"]["differences"]))["verdict"]
+    assert (
+        e["n"] == 2
+        and e["verdict"]
+        == verdict(
+            t_interval(results["paired"]["lam0.5"]["bgknown.a"]["differences"]),
+            t_interval(results["paired"]["lam0.5"]["bgknown.mix"]["differences"]),
+        )["verdict"]
+    )
     assert f"λ = 0.5: **{e['verdict']}** (n = 2 pretraining seeds" in report
 
     ap = by_heading(tables(report), "APwD")
@@ -139,16 +176,25 @@ def test_demo_report_tables_are_the_paired_analysis_of_the_stage_files(demo):
     chance = next(r for r in ap if r[0] == "chance")
     assert num(chance[1]) == pytest.approx(100 / n_gallery, abs=0.051)
     ap_rows = {r[0]: r[1:] for r in ap[1:]}
-    r1 = [100 * json.loads((out / "results" / f"seed{s}" / "apwd_lam0.json").read_text())["scenes"]["rain"]["metrics"]["R@1"]["mean"]
-          for s in (0, 1)]  # the stage files hold fractions; the report %
+    r1 = [
+        100
+        * json.loads((out / "results" / f"seed{s}" / "apwd_lam0.json").read_text())["scenes"]["rain"]["metrics"]["R@1"][
+            "mean"
+        ]
+        for s in (0, 1)
+    ]  # the stage files hold fractions; the report %
     assert mean_ci(ap_rows["λ = 0 (BYOL-A)"][0]) == pytest.approx(by_hand_interval(r1), abs=0.051)
 
     gen = {r[0]: r[1:] for r in by_heading(tables(report), "General-purpose")[1:]}
-    diffs = [results["models"][f"seed{s}/lam0.5"]["general"]["mean"] - results["models"][f"seed{s}/lam0"]["general"]["mean"]
-             for s in (0, 1)]
+    diffs = [
+        results["models"][f"seed{s}/lam0.5"]["general"]["mean"] - results["models"][f"seed{s}/lam0"]["general"]["mean"]
+        for s in (0, 1)
+    ]
     assert mean_ci(gen["Δ λ = 0.5 − λ = 0 (paired)"][0]) == pytest.approx(by_hand_interval(diffs), abs=0.051)
     for key in results["models"]:
-        gen_stage = json.loads((out / "results" / f"{key.split('/')[0]}" / f"general_{key.split('/')[1]}.json").read_text())
+        gen_stage = json.loads(
+            (out / "results" / f"{key.split('/')[0]}" / f"general_{key.split('/')[1]}.json").read_text()
+        )
         assert gen_stage["n_classes"] == 17 and gen_stage["n_test"] == 17 * TINY.general_per_label[2]
 
 
@@ -160,9 +206,14 @@ def test_demo_pairs_each_seed_and_writes_weights_and_plots(demo):
         for key in ("lam0", "lam0.5"):
             assert (out / "weights" / f"seed{seed}" / f"{key}.safetensors").is_file()
             m = results["models"][f"seed{seed}/{key}"]
-            assert m["pretrain"]["steps"] == 4 and m["pretrain"]["arch"] == "audiontt2022" and m["pretrain"]["d"] == 1088
-            configs[key] = json.loads(json.dumps(__import__("yaml").safe_load(
-                (out / "runs" / f"seed{seed}" / key / "config.yaml").read_text())))
+            assert (
+                m["pretrain"]["steps"] == 4 and m["pretrain"]["arch"] == "audiontt2022" and m["pretrain"]["d"] == 1088
+            )
+            configs[key] = json.loads(
+                json.dumps(
+                    __import__("yaml").safe_load((out / "runs" / f"seed{seed}" / key / "config.yaml").read_text())
+                )
+            )
         # the two runs of a seed differ in λ only (same seed: same data order and initialisation)
         assert configs["lam0"]["learner"].pop("lam") == 0.0 and configs["lam0.5"]["learner"].pop("lam") == 0.5
         assert configs["lam0"] == configs["lam0.5"] and configs["lam0"]["train"]["seed"] == seed
@@ -239,16 +290,28 @@ def test_demo_refuses_a_folder_with_other_settings_or_foreign_content(tmp_path):
 
     other = tmp_path / "other"
     other.mkdir()
-    (other / "demo_state.json").write_text(json.dumps(
-        {"settings": {"budget": BUDGETS["quick"].fingerprint(), "text_encoder": "hash", "seed": 0, "pretrain_seeds": [0],
-                      "lambdas": [0.0, 0.5]}, "stages": {}}))
+    (other / "demo_state.json").write_text(
+        json.dumps(
+            {
+                "settings": {
+                    "budget": BUDGETS["quick"].fingerprint(),
+                    "text_encoder": "hash",
+                    "seed": 0,
+                    "pretrain_seeds": [0],
+                    "lambdas": [0.0, 0.5],
+                },
+                "stages": {},
+            }
+        )
+    )
     with pytest.raises(DemoError, match="other settings.*budget 'quick'.*asked: budget 'tiny'"):
         run_demo(other, TINY, progress=False)
 
     old = tmp_path / "old"
     old.mkdir()
-    (old / "demo_state.json").write_text(json.dumps({"settings": {"budget": TINY.fingerprint(), "pretrain_seed": 0},
-                                                     "stages": {}}))
+    (old / "demo_state.json").write_text(
+        json.dumps({"settings": {"budget": TINY.fingerprint(), "pretrain_seed": 0}, "stages": {}})
+    )
     with pytest.raises(DemoError, match="earlier format"):
         run_demo(old, TINY, progress=False)
 
@@ -274,7 +337,9 @@ def test_models_of_one_seed_differ_in_lambda_only_and_start_from_the_same_weight
     w0 = build_step_parts(c0, (0.0, 1.0), torch.device("cpu")).learner.state_dict()
     w5 = build_step_parts(c5, (0.0, 1.0), torch.device("cpu")).learner.state_dict()
     assert w0.keys() == w5.keys() and all(torch.equal(w0[k], w5[k]) for k in w0)
-    other = build_step_parts(TINY.pretrain_config(0.0, "cpu", seed=4), (0.0, 1.0), torch.device("cpu")).learner.state_dict()
+    other = build_step_parts(
+        TINY.pretrain_config(0.0, "cpu", seed=4), (0.0, 1.0), torch.device("cpu")
+    ).learner.state_dict()
     assert not all(torch.equal(w0[k], other[k]) for k in w0 if w0[k].is_floating_point())
 
 
@@ -292,8 +357,16 @@ def test_cli_demo_reports_bad_paper_numbers_lambdas_and_seeds(tmp_path, capsys):
     bad.write_text("{not json")
     assert main(["demo", "--out", str(tmp_path / "d"), "--paper-numbers", str(bad), "--no-progress"]) == 2
     assert "paper.json: cannot read it as JSON" in capsys.readouterr().err
-    bad.write_text(json.dumps({"format": "hear-diffbyola/paper-numbers/1", "citation": "x", "setup": "y",
-                               "lambdas": {"0": {"bgknown": {"(a)": "high"}}}}))
+    bad.write_text(
+        json.dumps(
+            {
+                "format": "hear-diffbyola/paper-numbers/1",
+                "citation": "x",
+                "setup": "y",
+                "lambdas": {"0": {"bgknown": {"(a)": "high"}}},
+            }
+        )
+    )
     assert main(["demo", "--out", str(tmp_path / "d"), "--paper-numbers", str(bad), "--no-progress"]) == 2
     assert "'bgknown' must be one of" in capsys.readouterr().err
     assert main(["demo", "--out", str(tmp_path / "d"), "--lambdas", "0.5,0", "--no-progress"]) == 2
@@ -343,10 +416,14 @@ def test_verdict_reads_the_a_and_mix_intervals():
 
 def _model(seed: int, lam: float, bg: dict[str, float], general: float = 50.0) -> dict:
     """A results.json model entry with just what the analysis reads; bg: {condition: eval-seed mean}."""
-    return {"lam": lam, "pretrain_seed": seed, "title": f"λ = {lam:g}",
-            "bgknown": {c: {"mean": v, "std": 0.5} for c, v in bg.items()},
-            "apwd": {s: {f"R@{k}": {"mean": 10.0 * k + seed, "std": 0.0} for k in (1, 5, 10)} for s in ("rain", "traffic")},
-            "general": {"mean": general, "std": 0.0}}
+    return {
+        "lam": lam,
+        "pretrain_seed": seed,
+        "title": f"λ = {lam:g}",
+        "bgknown": {c: {"mean": v, "std": 0.5} for c, v in bg.items()},
+        "apwd": {s: {f"R@{k}": {"mean": 10.0 * k + seed, "std": 0.0} for k in (1, 5, 10)} for s in ("rain", "traffic")},
+        "general": {"mean": general, "std": 0.0},
+    }
 
 
 def _models(a_gains: list[float], mix_gains: list[float], seeds: list[int]) -> dict:
@@ -354,7 +431,9 @@ def _models(a_gains: list[float], mix_gains: list[float], seeds: list[int]) -> d
     for seed, ga, gm in zip(seeds, a_gains, mix_gains):
         base = {"mix": 40.0 + seed, "a": 50.0 + 2 * seed, "b": 45.0, "c": 42.0}
         models[f"seed{seed}/lam0"] = _model(seed, 0.0, base, 60.0 + seed)
-        models[f"seed{seed}/lam0.5"] = _model(seed, 0.5, {**base, "mix": base["mix"] + gm, "a": base["a"] + ga}, 59.0 + seed)
+        models[f"seed{seed}/lam0.5"] = _model(
+            seed, 0.5, {**base, "mix": base["mix"] + gm, "a": base["a"] + ga}, 59.0 + seed
+        )
     return models
 
 
@@ -363,7 +442,9 @@ def test_paired_analysis_by_hand():
     r = analyse(_models([3.0, 4.0, 5.0], [-1.0, 0.5, 1.5], [0, 1, 2]), [0.0, 0.5], ["rain", "traffic"])
     base_a = r["per_lambda"]["lam0"]["bgknown.a"]
     assert base_a["values"] == [50.0, 52.0, 54.0] and base_a["mean"] == 52.0 and base_a["n"] == 3
-    assert base_a["ci"] == pytest.approx([52.0 - 4.302653 * 2.0 / math.sqrt(3), 52.0 + 4.302653 * 2.0 / math.sqrt(3)], abs=1e-5)
+    assert base_a["ci"] == pytest.approx(
+        [52.0 - 4.302653 * 2.0 / math.sqrt(3), 52.0 + 4.302653 * 2.0 / math.sqrt(3)], abs=1e-5
+    )
     d = r["paired"]["lam0.5"]["bgknown.a"]
     assert d["differences"] == [3.0, 4.0, 5.0] and d["mean"] == 4.0
     assert d["ci"] == pytest.approx([4.0 - 4.302653 / math.sqrt(3), 4.0 + 4.302653 / math.sqrt(3)], abs=1e-5)  # sd 1
@@ -383,9 +464,17 @@ def test_paired_analysis_by_hand():
 def _results(seeds: list[int], a_gains: list[float], budget: str = "full") -> dict:
     models = _models(a_gains, [0.0] * len(seeds), seeds)
     tasks = {"bgknown": {"n_classes": 12}, "apwd": {"rain": {}, "traffic": {}}, "general": {}}
-    return {"format": FORMAT, "budget": {"name": budget}, "text_encoder": "hash", "seed": 0, "tasks": tasks,
-            "pretrain_seeds": seeds, "lambdas": [0.0, 0.5], "models": models,
-            **analyse(models, [0.0, 0.5], ["rain", "traffic"])}
+    return {
+        "format": FORMAT,
+        "budget": {"name": budget},
+        "text_encoder": "hash",
+        "seed": 0,
+        "tasks": tasks,
+        "pretrain_seeds": seeds,
+        "lambdas": [0.0, 0.5],
+        "models": models,
+        **analyse(models, [0.0, 0.5], ["rain", "traffic"]),
+    }
 
 
 def test_demo_seeds_combines_demos_by_pretraining_seed(tmp_path, capsys):
@@ -413,8 +502,14 @@ def test_demo_seeds_combines_demos_by_pretraining_seed(tmp_path, capsys):
 
 
 def test_scene_task_sizes_per_split_and_read_back(tmp_path):
-    task = heartask.write_hear_task(tmp_path / "t", labels=["rain", "bell", "siren"], n_per_label={"train": 3, "test": 1},
-                                    splits=("train", "test"), duration=0.5, seed=1)
+    task = heartask.write_hear_task(
+        tmp_path / "t",
+        labels=["rain", "bell", "siren"],
+        n_per_label={"train": 3, "test": 1},
+        splits=("train", "test"),
+        duration=0.5,
+        seed=1,
+    )
     vocab, splits = heartask.read_scene_task(task)
     assert vocab == ["rain", "bell", "siren"]
     assert [len(splits["train"]), len(splits["test"])] == [9, 3]
@@ -432,7 +527,9 @@ def test_scene_task_linear_eval_separates_what_the_embedder_separates(tmp_path):
     one that outputs noise stays near chance. Checks the wiring: labels follow their clips into the protocol."""
     task = tmp_path / "t"
     labels = ["bell", "siren", "knock"]
-    heartask.write_hear_task(task, labels=labels, n_per_label={"train": 12, "valid": 2, "test": 6}, duration=0.25, seed=2)
+    heartask.write_hear_task(
+        task, labels=labels, n_per_label={"train": 12, "valid": 2, "test": 6}, duration=0.25, seed=2
+    )
     _, splits = heartask.read_scene_task(task)
     truth = {p.name + p.parent.name: labels.index(lab) for items in splits.values() for p, lab in items}
     from hear_diffbyola.audio import write_audio
@@ -445,13 +542,15 @@ def test_scene_task_linear_eval_separates_what_the_embedder_separates(tmp_path):
         return torch.nn.functional.one_hot((waves.mean(dim=1) * 10).round().long() - 1, 3).float()
 
     oracle = Embedder(level, name="level", sample_rate=16000, identity="level")
-    result = evaluate_scene_task(task, oracle, seeds=(0, 1), config=LinearEvalConfig(lr=0.05, max_epochs=200, patience=200),
-                                 progress=False)
+    result = evaluate_scene_task(
+        task, oracle, seeds=(0, 1), config=LinearEvalConfig(lr=0.05, max_epochs=200, patience=200), progress=False
+    )
     assert result["accuracy"]["mean"] == 100.0 and result["n_train"] == 3 * 14 and result["n_test"] == 18
     assert len(truth) == 3 * 20
     rng = np.random.default_rng(0)
-    noise = Embedder(lambda w: rng.normal(size=(w.shape[0], 8)).astype(np.float32), name="noise", sample_rate=16000,
-                     identity="noise")
+    noise = Embedder(
+        lambda w: rng.normal(size=(w.shape[0], 8)).astype(np.float32), name="noise", sample_rate=16000, identity="noise"
+    )
     assert evaluate_scene_task(task, noise, seeds=(0,), progress=False)["accuracy"]["mean"] < 70.0
 
 
@@ -463,19 +562,41 @@ def test_report_and_plots_of_a_sweep_with_one_seed(tmp_path):
     for lam, gain in ((0.0, 0.0), (0.2, 1.5), (0.8, -2.0)):
         m = _model(0, lam, {"mix": 40.0, "a": 50.0 + gain, "b": 45.0, "c": 42.0})
         key = f"seed0/lam{lam:g}"
-        m.update(run_dir=f"runs/{key}", pretrain={"steps": 4, "batch_size": 8, "d": 1088, "arch": "audiontt2022",
-                                                  "wall_time_s": 1.0, "final_loss": {"l_byol": 0.5, "l_diff": None}})
+        m.update(
+            run_dir=f"runs/{key}",
+            pretrain={
+                "steps": 4,
+                "batch_size": 8,
+                "d": 1088,
+                "arch": "audiontt2022",
+                "wall_time_s": 1.0,
+                "final_loss": {"l_byol": 0.5, "l_diff": None},
+            },
+        )
         (tmp_path / "runs" / key).mkdir(parents=True)
         (tmp_path / "runs" / key / "metrics.csv").write_text("step,l_byol,l_diff,loss\n1,0.9,,0.9\n2,0.8,0.7,0.75\n")
         models[key] = m
-    tasks = {"bgknown": {"n_classes": 12, "n_train": 24, "n_test": 12, "chance": 8.3},
-             "apwd": {s: {"n_pairs": {"dev": 8, "eval": 6}, "chance": {f"R@{k}": 1.0 for k in (1, 5, 10)}}
-                      for s in ("rain", "traffic")},
-             "general": {"n_classes": 17, "n_train": 34, "n_test": 17, "chance": 5.9}}
-    results = {"budget": {"name": "tiny", "seeds": 2}, "pretrain_seeds": [0], "lambdas": [0.0, 0.2, 0.8],
-               "tasks": tasks, "models": models, "hardware": "cpu", "text_encoder": "hash", "git_commit": "abc",
-               "stage_commits": {"x": "abc"}, "wall_time_s": {"stages": {"x": 1.0}, "stages_total": 1.0},
-               **analyse(models, [0.0, 0.2, 0.8], ["rain", "traffic"])}
+    tasks = {
+        "bgknown": {"n_classes": 12, "n_train": 24, "n_test": 12, "chance": 8.3},
+        "apwd": {
+            s: {"n_pairs": {"dev": 8, "eval": 6}, "chance": {f"R@{k}": 1.0 for k in (1, 5, 10)}}
+            for s in ("rain", "traffic")
+        },
+        "general": {"n_classes": 17, "n_train": 34, "n_test": 17, "chance": 5.9},
+    }
+    results = {
+        "budget": {"name": "tiny", "seeds": 2},
+        "pretrain_seeds": [0],
+        "lambdas": [0.0, 0.2, 0.8],
+        "tasks": tasks,
+        "models": models,
+        "hardware": "cpu",
+        "text_encoder": "hash",
+        "git_commit": "abc",
+        "stage_commits": {"x": "abc"},
+        "wall_time_s": {"stages": {"x": 1.0}, "stages_total": 1.0},
+        **analyse(models, [0.0, 0.2, 0.8], ["rain", "traffic"]),
+    }
     plots = write_plots(tmp_path, results)
     assert set(plots) >= {"loss curves", "paired differences"}
     report = render_report(results, plots, read_paper_numbers())
@@ -496,8 +617,11 @@ def test_cli_demo_budget_defaults_to_decide_on_a_named_gpu(monkeypatch, tmp_path
     assert main(["demo", "--device", "cuda", "--no-progress"]) == 0
     assert main(["demo", "--device", "cuda:1", "--budget", "quick", "--no-progress"]) == 0
     assert main(["demo", "--pretrain-seeds", "0,1,2", "--lambdas", "0,0.2,0.5,0.8", "--no-progress"]) == 0
-    assert [(c[0], c[1]) for c in calls] == [("runs/demo-decide", "decide"), ("runs/demo-quick", "quick"),
-                                             ("runs/demo-quick", "quick")]
+    assert [(c[0], c[1]) for c in calls] == [
+        ("runs/demo-decide", "decide"),
+        ("runs/demo-quick", "quick"),
+        ("runs/demo-quick", "quick"),
+    ]
     assert calls[0][2]["pretrain_seeds"] is None  # the budget's own seeds (decide: 0-7)
     assert calls[2][2]["pretrain_seeds"] == [0, 1, 2] and calls[2][2]["lambdas"] == [0.0, 0.2, 0.5, 0.8]
     assert "budget 'decide' (the default for --device cuda" in capsys.readouterr().out

@@ -35,8 +35,9 @@ def test_chunked_frames_equal_the_whole_clip(model, seconds, chunk):
         whole = model.frames(w)
     (frames,), times = dense_frames(model, w, shifts=1, chunk_frames=chunk)
     torch.testing.assert_close(frames, whole, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(clip_embedding(model, w, chunk_frames=chunk), whole.mean(1) + whole.amax(1),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        clip_embedding(model, w, chunk_frames=chunk), whole.mean(1) + whole.amax(1), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_grids_of_the_two_encoders():
@@ -95,7 +96,7 @@ def test_shifted_frames_interleave(shifts):
     step = 8 // shifts
     with torch.no_grad():
         for k in range(shifts):
-            direct = model.encoder.frames(lm[..., k * step:])
+            direct = model.encoder.frames(lm[..., k * step :])
             torch.testing.assert_close(frames[:, k::shifts], direct, atol=1e-5, rtol=1e-5)
     # evenly spaced, first centred on log-mel frames 0..7 (3.5 frames * 10 ms), none past the end
     gaps = times[1:] - times[:-1]
@@ -108,6 +109,6 @@ def test_minimum_length_and_errors(model):
     (frames,), times = dense_frames(model, wave(1.0)[:, :n])
     assert frames.shape[1] == FrameGrid.of(model).shifts
     with pytest.raises(ValueError, match="too short"):
-        dense_frames(model, wave(1.0)[:, :n - 1])
+        dense_frames(model, wave(1.0)[:, : n - 1])
     with pytest.raises(ValueError, match="shifts must"):
         dense_frames(model, wave(1.0), shifts=3)

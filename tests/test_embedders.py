@@ -1,4 +1,5 @@
 """tasks.embedders: our weights and HEAR modules behind one Embedder; batching, padding, identity, errors."""
+
 import hashlib
 import shutil
 import sys
@@ -44,6 +45,7 @@ def noise(*shape: int, seed: int = 0) -> np.ndarray:
 # ----------------------------------------------------------------------------------------------------------
 # our weights
 
+
 def test_ours_is_the_core_clip_embedding_and_is_identified_by_file_content_and_norm(tmp_path):
     path = tiny_weights(tmp_path / "tiny.safetensors")
     emb = ours(path)
@@ -81,6 +83,7 @@ def test_embed_waves_short_clip_from_ours_is_padded_not_rejected(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 # Embedder and embed_waves with a recording model
+
 
 def recorder(min_len: int = 1) -> tuple[Embedder, list[torch.Tensor]]:
     """An embedder whose embedding of a clip is (length, sum); it keeps every batch it is given."""
@@ -156,7 +159,7 @@ def test_embed_runs_without_autograd_and_checks_the_output_shape():
 # ----------------------------------------------------------------------------------------------------------
 # HEAR modules
 
-FAKE_HEAR = '''
+FAKE_HEAR = """
 import pathlib
 
 import torch
@@ -184,7 +187,7 @@ def get_scene_embeddings(audio, model):
         return torch.zeros(audio.shape[0], 2)
     n = torch.full((audio.shape[0],), float(audio.shape[1]))
     return torch.stack([n, model.scale * (audio ** 2).mean(dim=1)], dim=1)
-'''
+"""
 
 
 @pytest.fixture
@@ -197,8 +200,9 @@ def test_hear_module_embeds_through_its_api_and_identity_follows_module_version_
     emb = hear_module("fake_hear_embedders", tmp_path / "m1.txt")
     assert (emb.name, emb.sample_rate, emb.min_samples) == ("fake_hear_embedders:m1", 8000, 1)
     x = noise(3, 40)
-    np.testing.assert_allclose(emb.embed(x), np.stack([np.full(3, 40.0), 2.0 * (x.astype(np.float64) ** 2).mean(1)], 1),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        emb.embed(x), np.stack([np.full(3, 40.0), 2.0 * (x.astype(np.float64) ** 2).mean(1)], 1), rtol=1e-5
+    )
     assert hashlib.sha256(b"2.0").hexdigest() in emb.identity and "1.0" in emb.identity
     assert make_embedder(tmp_path / "m1.txt", hear_module="fake_hear_embedders").identity == emb.identity
 
@@ -208,9 +212,12 @@ def test_hear_module_embeds_through_its_api_and_identity_follows_module_version_
     assert same.identity == emb.identity and same.name == "fake_hear_embedders:copy"
     (tmp_path / "folder").mkdir()
     (tmp_path / "folder" / "scale.txt").write_text("2.0")
-    identities = {emb.identity, hear_module("fake_hear_embedders", tmp_path / "m2.txt").identity,
-                  hear_module("fake_hear_embedders").identity,
-                  hear_module("fake_hear_embedders", tmp_path / "folder").identity}
+    identities = {
+        emb.identity,
+        hear_module("fake_hear_embedders", tmp_path / "m2.txt").identity,
+        hear_module("fake_hear_embedders").identity,
+        hear_module("fake_hear_embedders", tmp_path / "folder").identity,
+    }
     assert len(identities) == 4  # other weights, the module's default, a model folder: four models
     assert hear_module("fake_hear_embedders").name == "fake_hear_embedders"
     fake.__version__ = "1.1"  # an upgraded module may embed differently
@@ -220,9 +227,11 @@ def test_hear_module_embeds_through_its_api_and_identity_follows_module_version_
 def test_hear_module_audio_goes_to_the_models_device(monkeypatch, fake):
     # "meta" stands in for an accelerator on a CPU-only machine: the model is moved there, the audio follows
     hear_module("fake_hear_embedders", device="meta").embed(noise(2, 40))
-    no_weights = install_module(monkeypatch, "fake_hear_noweights",
-                                FAKE_HEAR.replace("self.scale = torch.nn.Parameter(torch.tensor(scale))",
-                                                  "self.scale = scale"))
+    no_weights = install_module(
+        monkeypatch,
+        "fake_hear_noweights",
+        FAKE_HEAR.replace("self.scale = torch.nn.Parameter(torch.tensor(scale))", "self.scale = scale"),
+    )
     hear_module("fake_hear_noweights", device="meta").embed(noise(2, 40))
     hear_module("fake_hear_embedders").embed(noise(2, 40))
     assert [d.type for d in fake.devices] == ["meta", "cpu"] and [d.type for d in no_weights.devices] == ["meta"]
@@ -251,10 +260,16 @@ def test_hear_module_errors_say_what_is_wrong(tmp_path, monkeypatch, fake):
         hear_module("fake_hear_embedders", tmp_path / "missing.pt")
     for rate, shown in (("16000.0", "16000.0"), ("True", "True"), ("0", "0")):
         install_module(monkeypatch, "fake_bad_rate", FAKE_HEAR.replace("sample_rate = 8000", f"sample_rate = {rate}"))
-        with pytest.raises(TaskError, match=rf"'fake_bad_rate'.*no positive integer sample_rate attribute \(got {shown}\)"):
+        with pytest.raises(
+            TaskError, match=rf"'fake_bad_rate'.*no positive integer sample_rate attribute \(got {shown}\)"
+        ):
             hear_module("fake_bad_rate")
-    install_module(monkeypatch, "fake_frames", FAKE_HEAR + "\ndef get_scene_embeddings(audio, model):\n"
-                   "    return torch.zeros(audio.shape[0], 4, 3)  # frames, not one vector per clip\n")
+    install_module(
+        monkeypatch,
+        "fake_frames",
+        FAKE_HEAR + "\ndef get_scene_embeddings(audio, model):\n"
+        "    return torch.zeros(audio.shape[0], 4, 3)  # frames, not one vector per clip\n",
+    )
     with pytest.raises(TaskError, match=r"HEAR module 'fake_frames': get_scene_embeddings returned shape \(2, 4, 3\)"):
         hear_module("fake_frames").embed(noise(2, 40))
     with pytest.raises(TaskError, match="cannot import HEAR module 'no_such_module_xyz'"):
@@ -272,6 +287,7 @@ def test_our_own_hear_module_through_hear_module_matches_ours(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 # log-mel normalisation from the task's training audio
+
 
 def numpy_logmel_stats(model, waves) -> tuple[float, float]:
     """Reference: mean and std of every log-mel value of ``waves`` (the model's front end), in numpy float64."""
@@ -325,8 +341,14 @@ def test_task_normalised_uses_the_training_files_and_norm_weights_keeps_the_file
     assert task.identity == same.identity != base.identity and task.weights_identity == base.weights_identity
     assert not np.allclose(task.embed(x), base.embed(x))
     assert task_normalised(base, files[:2], "weights") is base
-    assert norm_record(task, "task", ["train"]) == {"requested": "task", "source": "task-train", "mean": task.norm.mean,
-                                                    "std": task.norm.std, "clips": 2, "splits": ["train"]}
+    assert norm_record(task, "task", ["train"]) == {
+        "requested": "task",
+        "source": "task-train",
+        "mean": task.norm.mean,
+        "std": task.norm.std,
+        "clips": 2,
+        "splits": ["train"],
+    }
     # cached by (weights, data id): a second call with the same id does not read the files
     first = task_normalised(base, files[:2], cache_dir=tmp_path / "c", data_id="set-1")
     assert len(list((tmp_path / "c").glob("norm-tiny-*.npz"))) == 1
@@ -351,8 +373,9 @@ def test_scene_task_normalises_with_the_non_test_splits_only(tmp_path):
 
     path = tiny_weights(tmp_path / "tiny.safetensors")
     task = tmp_path / "t"
-    heartask.write_hear_task(task, labels=["bell", "siren"], n_per_label={"train": 4, "valid": 1, "test": 2},
-                             duration=0.5, seed=3)
+    heartask.write_hear_task(
+        task, labels=["bell", "siren"], n_per_label={"train": 4, "valid": 1, "test": 2}, duration=0.5, seed=3
+    )
     _, splits = heartask.read_scene_task(task)
     train = [read_audio(p, 16000) for s in ("train", "valid") for p, _ in splits[s]]
     mean, std = numpy_logmel_stats(load_pretrained(path), train)
@@ -373,6 +396,7 @@ def test_scene_task_normalises_with_the_non_test_splits_only(tmp_path):
 
 # ----------------------------------------------------------------------------------------------------------
 # the shared cache (tasks.cache)
+
 
 def counting(arrays):
     calls = []

@@ -6,8 +6,15 @@ from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022, EncoderConfig, bu
 # The keys of the official BYOL-A AudioNTT2020 state dict (nttcslab/byol-a v1 checkpoints).
 OFFICIAL_KEYS = {
     *(f"features.{i}.{p}" for i in (0, 4, 8) for p in ("weight", "bias")),
-    *(f"features.{i}.{p}" for i in (1, 5, 9) for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
-    "fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias",
+    *(
+        f"features.{i}.{p}"
+        for i in (1, 5, 9)
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ),
+    "fc.0.weight",
+    "fc.0.bias",
+    "fc.3.weight",
+    "fc.3.bias",
 }
 
 
@@ -63,8 +70,15 @@ def test_temporal_pool_by_hand():
 # The keys of the official BYOL-A v2 AudioNTT2022 state dict: two conv blocks, then the fc stack.
 OFFICIAL_V2_KEYS = {
     *(f"features.{i}.{p}" for i in (0, 4) for p in ("weight", "bias")),
-    *(f"features.{i}.{p}" for i in (1, 5) for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")),
-    "fc.0.weight", "fc.0.bias", "fc.3.weight", "fc.3.bias",
+    *(
+        f"features.{i}.{p}"
+        for i in (1, 5)
+        for p in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
+    ),
+    "fc.0.weight",
+    "fc.0.bias",
+    "fc.3.weight",
+    "fc.3.bias",
 }
 
 

@@ -1,6 +1,7 @@
 """BgKnown from a user's own folders (tasks/bgknown/folder_source.py), on sounds this test writes itself:
 per class tones / noise bursts / clicks, and long hum-and-noise backgrounds. Checks the written files
 against the sources (crops, SNR, labels), the class-stratified split, background sides, and the errors."""
+
 from __future__ import annotations
 
 import json
@@ -102,8 +103,12 @@ def test_written_items_are_the_sources_cropped_and_mixed_at_the_drawn_snr(built)
         source_bg = read_audio(bg / rec["background"]["file"], SR)
         mix = read_audio(it.mix, SR)
         refs = {k: read_audio(p, SR) for k, p in it.refs.items()}
-        for k, start in (("a", a), ("b", b), ("c", c)):  # each reference: its crop of the recording, one gain (peak guard included)
-            assert np.allclose(refs[k], rec["bg_gain"] * source_bg[start:start + n], atol=2e-4)
+        for k, start in (
+            ("a", a),
+            ("b", b),
+            ("c", c),
+        ):  # each reference: its crop of the recording, one gain (peak guard included)
+            assert np.allclose(refs[k], rec["bg_gain"] * source_bg[start : start + n], atol=2e-4)
         residual = mix - refs["a"]  # the foreground, as mixed
         source_fg = read_audio(fg / rec["foreground"]["file"], SR)
         fitted = np.pad(source_fg, (0, max(0, n - source_fg.size)))[:n]
@@ -119,8 +124,28 @@ def test_same_inputs_same_build_and_cli_builds_it(built, tmp_path, capsys):
     assert load_task(again).build_id == task.build_id
     other = build_from_folders(fg, bg, tmp_path / "other", seed=4, params=PARAMS, workers=0, progress=False)
     assert load_task(other).build_id != task.build_id
-    assert main(["bgknown", "build", "--fg-folder", str(fg), "--bg-folder", str(bg), "--clip-seconds", "1",
-                 "--out", str(tmp_path / "cli"), "--seed", "3", "--workers", "0", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "bgknown",
+                "build",
+                "--fg-folder",
+                str(fg),
+                "--bg-folder",
+                str(bg),
+                "--clip-seconds",
+                "1",
+                "--out",
+                str(tmp_path / "cli"),
+                "--seed",
+                "3",
+                "--workers",
+                "0",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "wrote bgknown-folders" in capsys.readouterr().out
     assert load_task(tmp_path / "cli").build_id == task.build_id
     assert main(["bgknown", "build", "--fg-folder", str(fg), "--out", str(tmp_path / "x"), "--no-progress"]) == 2
@@ -163,7 +188,9 @@ def test_backgrounds_cycle_within_their_side():
     train = [j for j in jobs if j.pool == 0]
     test = [j for j in jobs if j.pool == 1]
     assert len(test) == 4 and len(train) == 8  # 2 of 6 per class to test
-    assert len({j.bg["file"] for j in test}) == 1 and len({j.bg["file"] for j in train}) == 2  # 1 of 3 recordings to test
+    assert (
+        len({j.bg["file"] for j in test}) == 1 and len({j.bg["file"] for j in train}) == 2
+    )  # 1 of 3 recordings to test
     counts = [sum(j.bg["file"] == f for j in train) for f in {j.bg["file"] for j in train}]
     assert sorted(counts) == [4, 4]  # used in turn
     assert len({j.name for j in jobs}) == len(jobs)

@@ -3,8 +3,14 @@ import math
 import pytest
 import torch
 
-from hear_diffbyola.frontend import (Frontend, FrontendConfig, LogMelSpectrogram, Normalizer, mel_filterbank,
-                                     running_stats)
+from hear_diffbyola.frontend import (
+    Frontend,
+    FrontendConfig,
+    LogMelSpectrogram,
+    Normalizer,
+    mel_filterbank,
+    running_stats,
+)
 
 
 def htk_mel(f):
@@ -35,7 +41,10 @@ def test_filters_sum_to_one_between_first_and_last_centre():
     sr = 16000
     fb = mel_filterbank(513, 60.0, 7800.0, 64, sr)
     freqs = torch.linspace(0, sr / 2, 513)
-    lo, hi = htk_hz(htk_mel(60) + (htk_mel(7800) - htk_mel(60)) / 65), htk_hz(htk_mel(60) + 64 * (htk_mel(7800) - htk_mel(60)) / 65)
+    lo, hi = (
+        htk_hz(htk_mel(60) + (htk_mel(7800) - htk_mel(60)) / 65),
+        htk_hz(htk_mel(60) + 64 * (htk_mel(7800) - htk_mel(60)) / 65),
+    )
     inside = (freqs > lo) & (freqs < hi)
     torch.testing.assert_close(fb[inside].sum(1), torch.ones(int(inside.sum())), atol=1e-5, rtol=0)
     assert fb[freqs < 60].abs().max() == 0 and fb[freqs > 7800].abs().max() == 0
@@ -97,6 +106,7 @@ def test_config_validation_and_byola_v1():
 
 # ---------------------------------------------------------------- Slaney mels (BYOL-A v2 / nnAudio / librosa)
 
+
 def slaney_mel(f):
     # Slaney's Auditory Toolbox scale: 3 mels per 200 Hz up to 1 kHz, then 27 mels per factor 6.4
     return f / (200 / 3) if f < 1000 else 15 + math.log(f / 1000) * 27 / math.log(6.4)
@@ -124,7 +134,9 @@ def test_slaney_normalised_filters_by_hand():
     for k in (0, 10, 40, 63):
         for b in range(0, n_fft // 2 + 1, 7):
             f = freqs[b]
-            tri = max(0.0, min((f - edges[k]) / (edges[k + 1] - edges[k]), (edges[k + 2] - f) / (edges[k + 2] - edges[k + 1])))
+            tri = max(
+                0.0, min((f - edges[k]) / (edges[k + 1] - edges[k]), (edges[k + 2] - f) / (edges[k + 2] - edges[k + 1]))
+            )
             assert fb[b, k].item() == pytest.approx(tri * 2 / (edges[k + 2] - edges[k]), rel=1e-5, abs=1e-9)
 
 
@@ -134,20 +146,32 @@ def test_v2_preset_logmel_equals_a_numpy_reference():
     import numpy as np
 
     cfg = FrontendConfig.byola_v2()
-    assert (cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.f_min, cfg.f_max, cfg.mel_scale, cfg.mel_norm) == \
-        (1024, 1024, 160, 60.0, 7800.0, "slaney", "slaney")
+    assert (cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.f_min, cfg.f_max, cfg.mel_scale, cfg.mel_norm) == (
+        1024,
+        1024,
+        160,
+        60.0,
+        7800.0,
+        "slaney",
+        "slaney",
+    )
     rng = np.random.default_rng(0)
     x = (0.1 * rng.standard_normal(4000) + 0.3 * np.sin(2 * np.pi * 440 * np.arange(4000) / 16000)).astype(np.float64)
     padded = np.pad(x, 512, mode="reflect")
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(1024) / 1024)  # periodic Hann
     n_frames = 1 + len(x) // 160
-    frames = np.stack([padded[i * 160:i * 160 + 1024] * window for i in range(n_frames)])
+    frames = np.stack([padded[i * 160 : i * 160 + 1024] * window for i in range(n_frames)])
     power = np.abs(np.fft.rfft(frames, axis=1)) ** 2  # (T, 513)
     lo, hi = slaney_mel(60.0), slaney_mel(7800.0)
     edges = np.array([slaney_hz(lo + i * (hi - lo) / 65) for i in range(66)])
     f = np.arange(513) * 16000 / 1024
-    tri = np.maximum(0, np.minimum((f[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2]),
-                                   (edges[2:] - f[:, None]) / (edges[2:] - edges[1:-1])))
+    tri = np.maximum(
+        0,
+        np.minimum(
+            (f[:, None] - edges[None, :-2]) / (edges[1:-1] - edges[:-2]),
+            (edges[2:] - f[:, None]) / (edges[2:] - edges[1:-1]),
+        ),
+    )
     fb = tri * (2 / (edges[2:] - edges[:-2]))
     expected = np.log(power @ fb + np.finfo(np.float32).eps).T  # (64, T)
     got = LogMelSpectrogram(cfg)(torch.from_numpy(x).float())[0].double().numpy()
@@ -160,8 +184,20 @@ def test_v2_preset_matches_librosa_when_installed():
     import numpy as np
 
     x = np.random.default_rng(1).standard_normal(8000).astype(np.float32) * 0.1
-    ref = librosa.feature.melspectrogram(y=x, sr=16000, n_fft=1024, win_length=1024, hop_length=160, n_mels=64,
-                                         fmin=60, fmax=7800, htk=False, norm="slaney", pad_mode="reflect", power=2.0)
+    ref = librosa.feature.melspectrogram(
+        y=x,
+        sr=16000,
+        n_fft=1024,
+        win_length=1024,
+        hop_length=160,
+        n_mels=64,
+        fmin=60,
+        fmax=7800,
+        htk=False,
+        norm="slaney",
+        pad_mode="reflect",
+        power=2.0,
+    )
     got = LogMelSpectrogram(FrontendConfig.byola_v2())(torch.from_numpy(x))[0].double().numpy()
     np.testing.assert_allclose(got, np.log(ref + np.finfo(np.float32).eps), atol=1e-4)
 

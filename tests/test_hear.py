@@ -1,4 +1,5 @@
 """The HEAR 2021 API module (hear_diffbyola.hear), its packaging, and the real HEAR tools on it."""
+
 import importlib.util
 import json
 import math
@@ -7,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tomllib
 import warnings
 import zipfile
 from pathlib import Path
@@ -15,15 +15,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import tomllib
 import torch
 
 import hear_diffbyola
 from hear_diffbyola import evaltools, hear
-from hear_diffbyola.tasks import heartask
 from hear_diffbyola.cli import main
 from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022, EncoderConfig
 from hear_diffbyola.frontend import FrontendConfig
-from hear_diffbyola.weights import BYOLA_V1_NORM, BYOLA_V2_NORM, DEFAULT_WEIGHTS, WeightsError, export_run, make_header, save_weights
+from hear_diffbyola.tasks import heartask
+from hear_diffbyola.weights import (
+    BYOLA_V1_NORM,
+    BYOLA_V2_NORM,
+    DEFAULT_WEIGHTS,
+    WeightsError,
+    export_run,
+    make_header,
+    save_weights,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -33,13 +42,17 @@ D = 1088  # the tiny model's d (test_train.TINY): 1024 conv features + 64 fc out
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> Path:
     """A real (tiny AudioNTT2022, d = 1088) weights file from the pretraining module and exporter."""
-    from hear_diffbyola.config import PretrainConfig, apply_overrides
-    from hear_diffbyola.train import pretrain
     from test_train import TINY
 
+    from hear_diffbyola.config import PretrainConfig, apply_overrides
+    from hear_diffbyola.train import pretrain
+
     root = tmp_path_factory.mktemp("tiny")
-    pretrain(PretrainConfig.from_dict(apply_overrides({}, TINY + ["train.steps=2", "learner.lam=0.5"])),
-             root / "run", progress=False)
+    pretrain(
+        PretrainConfig.from_dict(apply_overrides({}, TINY + ["train.steps=2", "learner.lam=0.5"])),
+        root / "run",
+        progress=False,
+    )
     export_run(root / "run", root / "tiny.safetensors")
     return root / "tiny.safetensors"
 
@@ -76,14 +89,23 @@ def v1_model(tmp_path_factory):
     return hear_diffbyola.load_model(str(path))
 
 
-@pytest.mark.parametrize("arch,seconds,n_stamps,last", [
-    # hand-computed. v2: one pass, frames centred at 15 + 40 k ms (blocks [4k, 4k + 4) of 10 ms log-mel
-    # frames); v1: two passes, 35 + 40 k ms (blocks [4k, 4k + 8)); kept while the centre is <= the end.
-    ("v2", 1.07, 27, 1055.0), ("v2", 1.98, 50, 1975.0), ("v2", 4.0, 100, 3975.0), ("v2", 0.1, 3, 95.0),
-    ("v2", 0.015, 1, 15.0),
-    ("v1", 1.07, 26, 1035.0), ("v1", 1.98, 49, 1955.0), ("v1", 4.0, 100, 3995.0), ("v1", 0.1, 2, 75.0),
-    ("v1", 0.035, 1, 35.0),
-])
+@pytest.mark.parametrize(
+    "arch,seconds,n_stamps,last",
+    [
+        # hand-computed. v2: one pass, frames centred at 15 + 40 k ms (blocks [4k, 4k + 4) of 10 ms log-mel
+        # frames); v1: two passes, 35 + 40 k ms (blocks [4k, 4k + 8)); kept while the centre is <= the end.
+        ("v2", 1.07, 27, 1055.0),
+        ("v2", 1.98, 50, 1975.0),
+        ("v2", 4.0, 100, 3975.0),
+        ("v2", 0.1, 3, 95.0),
+        ("v2", 0.015, 1, 15.0),
+        ("v1", 1.07, 26, 1035.0),
+        ("v1", 1.98, 49, 1955.0),
+        ("v1", 4.0, 100, 3995.0),
+        ("v1", 0.1, 2, 75.0),
+        ("v1", 0.035, 1, 35.0),
+    ],
+)
 def test_timestamps_every_40_ms_centred_never_past_the_end(model, v1_model, arch, seconds, n_stamps, last):
     model, first = (model, 15.0) if arch == "v2" else (v1_model, 35.0)
     d = model.timestamp_embedding_size
@@ -145,6 +167,7 @@ def test_sub_batching_and_chunking_equal_one_unchunked_pass(model, monkeypatch):
 
 # -------------------------------------------------------- centring, checked on a hand-built network
 
+
 def identity_encoder_weights(path: Path) -> Path:
     """A hand-set AudioNTT2020 whose frame output 0 is sum over mel bands of the max over its 8
     log-mel frames of ReLU(normalised log-mel): silence (log eps, normalised -5.9) gives exactly 0,
@@ -169,13 +192,16 @@ def identity_model(tmp_path_factory):
     return hear_diffbyola.load_model(identity_encoder_weights(tmp_path_factory.mktemp("id") / "id.safetensors"))
 
 
-@pytest.mark.parametrize("t0_ms,responding", [
-    # A click at sample s reaches log-mel frame m iff |s - 160 m| < 200 (400-sample Hann window).
-    # 995 ms: frames 99, 100 -> encoder frames whose blocks [4k, 4k+8) hold them: k = 23, 24, 25.
-    (995.0, [955.0, 995.0, 1035.0]),
-    # 975 ms: frames 97, 98 -> k = 23, 24.
-    (975.0, [955.0, 995.0]),
-])
+@pytest.mark.parametrize(
+    "t0_ms,responding",
+    [
+        # A click at sample s reaches log-mel frame m iff |s - 160 m| < 200 (400-sample Hann window).
+        # 995 ms: frames 99, 100 -> encoder frames whose blocks [4k, 4k+8) hold them: k = 23, 24, 25.
+        (995.0, [955.0, 995.0, 1035.0]),
+        # 975 ms: frames 97, 98 -> k = 23, 24.
+        (975.0, [955.0, 995.0]),
+    ],
+)
 def test_a_click_moves_exactly_the_frames_centred_around_it(identity_model, t0_ms, responding):
     wave = torch.zeros(1, 2 * SR)
     wave[0, int(t0_ms * SR / 1000)] = 0.5
@@ -198,6 +224,7 @@ def test_clip_shorter_than_a_frame_is_centred_under_the_first_frame(identity_mod
 
 
 # ------------------------------------------------------------------------------------------- inputs
+
 
 def test_input_checks_say_what_is_wrong(model):
     with pytest.raises(ValueError, match=r"\(n_sounds, n_samples\), got \(16000,\); add the batch axis"):
@@ -265,6 +292,7 @@ def test_model_on_cuda_moves_the_audio(tiny_weights):
 
 # ------------------------------------------------------------------------------------------ weights
 
+
 def htk_filterbank(n_fft: int, sr: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
     """Triangular HTK-mel filters (n_fft // 2 + 1, n_mels), written out independently of frontend.py."""
     mel = lambda f: 2595.0 * np.log10(1.0 + f / 700.0)  # noqa: E731
@@ -278,10 +306,15 @@ def htk_filterbank(n_fft: int, sr: int, n_mels: int, fmin: float, fmax: float) -
 def byola_v1_embedding(enc: AudioNTT2020, wave: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """BYOL-A v1's own recipe: MelSpectrogram(n_fft=win=1024, hop 160, 64 mels 60-7800 Hz), log(x + eps),
     (x - mean) / std, AudioNTT2020 with mean + max pooling."""
-    spec = torch.stft(wave, 1024, 160, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
-                      return_complex=True).abs() ** 2  # (B, 513, T)
-    lm = torch.log(torch.einsum("bft,fm->bmt", spec, htk_filterbank(1024, SR, 64, 60.0, 7800.0))
-                   + torch.finfo(torch.float32).eps)
+    spec = (
+        torch.stft(
+            wave, 1024, 160, 1024, torch.hann_window(1024), center=True, pad_mode="reflect", return_complex=True
+        ).abs()
+        ** 2
+    )  # (B, 513, T)
+    lm = torch.log(
+        torch.einsum("bft,fm->bmt", spec, htk_filterbank(1024, SR, 64, 60.0, 7800.0)) + torch.finfo(torch.float32).eps
+    )
     with torch.no_grad():
         return enc.eval()(((lm - mean) / std).unsqueeze(1))
 
@@ -301,8 +334,9 @@ def test_official_byola_state_dict_round_trip(tmp_path):
     torch.testing.assert_close(hear_diffbyola.get_scene_embeddings(wave, model), expected, atol=1e-4, rtol=1e-4)
     # overridable stats (heareval: --model-options '{"norm_mean": -4, "norm_std": 4}')
     other = hear_diffbyola.load_model(str(path), norm_mean=-4.0, norm_std=4.0)
-    torch.testing.assert_close(hear_diffbyola.get_scene_embeddings(wave, other),
-                               byola_v1_embedding(enc, wave, -4.0, 4.0), atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        hear_diffbyola.get_scene_embeddings(wave, other), byola_v1_embedding(enc, wave, -4.0, 4.0), atol=1e-4, rtol=1e-4
+    )
 
 
 def test_bad_weight_files_name_the_file_and_what_was_expected(tmp_path):
@@ -321,7 +355,9 @@ def test_bad_weight_files_name_the_file_and_what_was_expected(tmp_path):
     state = AudioNTT2020(64, 512).state_dict()
     state["features.0.weight"] = torch.zeros(32, 1, 3, 3)  # 32 instead of 64 conv channels
     torch.save(state, wrong)
-    with pytest.raises(WeightsError, match=rf"{re.escape(str(wrong))}: weights do not fit AudioNTT2020\(n_mels=64, d=512, hidden=512\)"):
+    with pytest.raises(
+        WeightsError, match=rf"{re.escape(str(wrong))}: weights do not fit AudioNTT2020\(n_mels=64, d=512, hidden=512\)"
+    ):
         hear_diffbyola.load_model(str(wrong))
     not_encoder = tmp_path / "other.pth"
     torch.save({"weight": torch.zeros(3)}, not_encoder)
@@ -343,6 +379,7 @@ def test_bad_weight_files_name_the_file_and_what_was_expected(tmp_path):
 
 def slaney_filterbank(n_fft: int, sr: int, n_mels: int, fmin: float, fmax: float) -> torch.Tensor:
     """librosa's default mel filters (Slaney scale, area-normalised), written out independently of frontend.py."""
+
     def mel(f):
         f = np.asarray(f, dtype=np.float64)
         return np.where(f < 1000, f * 3 / 200, 15 + np.log(np.maximum(f, 1e-9) / 1000) * 27 / np.log(6.4))
@@ -360,10 +397,16 @@ def slaney_filterbank(n_fft: int, sr: int, n_mels: int, fmin: float, fmax: float
 def byola_v2_embedding(enc: AudioNTT2022, wave: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     """BYOL-A v2's own recipe (its README): nnAudio MelSpectrogram(n_fft=win=1024, hop 160, 64 mels 60-7800 Hz,
     centre, reflect, power 2, librosa filters), log(x + eps), (x - mean) / std, AudioNTT2022 mean + max."""
-    spec = torch.stft(wave, 1024, 160, 1024, torch.hann_window(1024), center=True, pad_mode="reflect",
-                      return_complex=True).abs() ** 2
-    lm = torch.log(torch.einsum("bft,fm->bmt", spec, slaney_filterbank(1024, SR, 64, 60.0, 7800.0))
-                   + torch.finfo(torch.float32).eps)
+    spec = (
+        torch.stft(
+            wave, 1024, 160, 1024, torch.hann_window(1024), center=True, pad_mode="reflect", return_complex=True
+        ).abs()
+        ** 2
+    )
+    lm = torch.log(
+        torch.einsum("bft,fm->bmt", spec, slaney_filterbank(1024, SR, 64, 60.0, 7800.0))
+        + torch.finfo(torch.float32).eps
+    )
     with torch.no_grad():
         return enc.eval()(((lm - mean) / std).unsqueeze(1))
 
@@ -378,9 +421,12 @@ def test_official_byola_v2_state_dicts_load_as_the_official_loader_loads_them(tm
             m.running_mean.uniform_(-0.5, 0.5), m.running_var.uniform_(0.5, 2.0)
     sd = enc.state_dict()
     # plain: what v2/train_v2.py saves; the others: the wrappings and prefix BYOL-A's and EVAR's loaders undo
-    payload = {"plain": sd, "state_dict": {"state_dict": sd, "epoch": 3},
-               "model_prefix": {f"model.{k}": v for k, v in sd.items()},
-               "model_entry": {"model": {f"model.{k}": v for k, v in sd.items()}, "optimizer_step": 7}}[layout]
+    payload = {
+        "plain": sd,
+        "state_dict": {"state_dict": sd, "epoch": 3},
+        "model_prefix": {f"model.{k}": v for k, v in sd.items()},
+        "model_entry": {"model": {f"model.{k}": v for k, v in sd.items()}, "optimizer_step": 7},
+    }[layout]
     path = tmp_path / "AudioNTT2022-BYOLA-64x96d2048.pth"
     torch.save(payload, path)
     model = hear_diffbyola.load_model(str(path))
@@ -396,14 +442,23 @@ def test_official_byola_v2_state_dicts_load_as_the_official_loader_loads_them(tm
 
 
 def test_header_decides_the_architecture_and_format_1_files_are_v1(tmp_path):
-    from hear_diffbyola.weights import HEADER_KEY
     from safetensors.torch import save_file
+
+    from hear_diffbyola.weights import HEADER_KEY
 
     enc = AudioNTT2020(64, 512)
     old = tmp_path / "old.safetensors"  # written by an earlier version: no encoder.arch, format 1
-    header = {"format": "hear-diffbyola/1", "frontend": FrontendConfig().to_dict(), "norm": {"mean": -6.0, "std": 4.0},
-              "encoder": {"n_mels": 64, "d": 512}, "lam": 0.5, "provenance": {}}
-    save_file({k: v.contiguous() for k, v in enc.state_dict().items()}, str(old), metadata={HEADER_KEY: json.dumps(header)})
+    header = {
+        "format": "hear-diffbyola/1",
+        "frontend": FrontendConfig().to_dict(),
+        "norm": {"mean": -6.0, "std": 4.0},
+        "encoder": {"n_mels": 64, "d": 512},
+        "lam": 0.5,
+        "provenance": {},
+    }
+    save_file(
+        {k: v.contiguous() for k, v in enc.state_dict().items()}, str(old), metadata={HEADER_KEY: json.dumps(header)}
+    )
     model = hear_diffbyola.load_model(str(old))
     assert type(model.encoder) is AudioNTT2020 and model.header["encoder"]["arch"] == "audiontt2020"
     # a header that says v2 over v1 tensors is an error naming both, not a guess
@@ -426,6 +481,7 @@ def test_the_shipped_default_is_the_lambda_half_file_and_loads():
 
 # ---------------------------------------------------------------------------------------- packaging
 
+
 def test_every_subpackage_is_listed_for_installation():
     conf = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
     listed = set(conf["packages"])
@@ -438,14 +494,33 @@ def test_every_subpackage_is_listed_for_installation():
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_weights_where_default_weights_looks(tmp_path):
     src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "runs", "*.egg-info",
-                                                             "__pycache__", ".pytest_cache", ".benchmarks"))
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".benchmarks"
+        ),
+    )
     (src / "weights").mkdir(exist_ok=True)
     for name in (DEFAULT_WEIGHTS.name, "README.md"):  # stand-ins until the shipped files exist: this
         if not (src / "weights" / name).is_file():  # test is about the packaging, not the weights
             (src / "weights" / name).write_bytes(b"stand-in")
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("hear_diffbyola-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
@@ -453,13 +528,18 @@ def test_a_built_wheel_ships_the_weights_where_default_weights_looks(tmp_path):
         assert f"hear_diffbyola/_weights/{f.name}" in names
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)
-    out = subprocess.run([sys.executable, "-c", "from hear_diffbyola.weights import DEFAULT_WEIGHTS as d; "
-                          "print(d, d.is_file())"], capture_output=True, text=True, cwd=tmp_path,
-                         env={**os.environ, "PYTHONPATH": str(site)})
+    out = subprocess.run(
+        [sys.executable, "-c", "from hear_diffbyola.weights import DEFAULT_WEIGHTS as d; print(d, d.is_file())"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(site)},
+    )
     assert out.stdout.split() == [str(site / "hear_diffbyola" / "_weights" / "diffbyola_lam0.5.safetensors"), "True"]
 
 
 # ------------------------------------------------------------------------------------- HEAR tasks
+
 
 def test_write_hear_task_layout_labels_and_event_annotations(tmp_path):
     scene = heartask.write_hear_task(tmp_path / "s", n_per_label=2, duration=1.0, seed=3)
@@ -471,26 +551,29 @@ def test_write_hear_task_layout_labels_and_event_annotations(tmp_path):
     for split in meta["splits"]:
         items = json.loads((scene / f"{split}.json").read_text())
         assert len(items) == 10 and sorted(lab for v in items.values() for lab in v) == sorted(
-            ["rain", "traffic", "wind", "machinery", "stream"] * 2)
+            ["rain", "traffic", "wind", "machinery", "stream"] * 2
+        )
         for name in items:
             x, sr = sf.read(scene / "16000" / split / name)
             assert sr == 16000 and x.shape == (16000,)
     again = heartask.write_hear_task(tmp_path / "s2", n_per_label=2, duration=1.0, seed=3)
     assert (again / "16000/test/test_0003.wav").read_bytes() == (scene / "16000/test/test_0003.wav").read_bytes()
 
-    event = heartask.write_hear_task(tmp_path / "e", kind="event", labels=["bell", "siren", "knock"],
-                                     n_per_label=2, duration=2.0, events_per_clip=2)
+    event = heartask.write_hear_task(
+        tmp_path / "e", kind="event", labels=["bell", "siren", "knock"], n_per_label=2, duration=2.0, events_per_clip=2
+    )
     meta = json.loads((event / "task_metadata.json").read_text())
     assert meta["embedding_type"] == "event" and meta["prediction_type"] == "multilabel"
     items = json.loads((event / "train.json").read_text())
     assert len(items) == 3 and sorted(e["label"] for v in items.values() for e in v) == sorted(
-        ["bell", "siren", "knock"] * 2)
+        ["bell", "siren", "knock"] * 2
+    )
     for name, events in items.items():
         x, _ = sf.read(event / "16000" / "train" / name)
         inside = np.zeros(len(x), bool)
         for e in events:
             assert 0 <= e["start"] < e["end"] <= 2000.0
-            inside[int(e["start"] * 16):int(math.ceil(e["end"] * 16))] = True
+            inside[int(e["start"] * 16) : int(math.ceil(e["end"] * 16))] = True
         # every event (peak >= 0.1) is louder than anything outside the annotations (scene peak 0.05)
         assert np.abs(x[inside]).max() > 1.5 * np.abs(x[~inside]).max()
     with pytest.raises(ValueError, match="labels of a event task must be distinct names from"):
@@ -514,17 +597,21 @@ def test_patch_heareval_is_idempotent_and_refuses_other_versions(tmp_path, monke
 
 def test_install_eval_tools_command_uses_no_deps_and_the_pinned_versions(monkeypatch, capsys):
     ran = []
-    monkeypatch.setattr(evaltools.subprocess, "run",
-                        lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", ""))
+    monkeypatch.setattr(
+        evaltools.subprocess, "run", lambda cmd, **kw: ran.append(cmd) or subprocess.CompletedProcess(cmd, 0, "", "")
+    )
     monkeypatch.setattr(evaltools, "patch_heareval", lambda: ran.append("patch") or "patched")
     assert main(["install-eval-tools"]) == 0
-    assert ran == [[sys.executable, "-m", "pip", "install", "--no-deps", "heareval==2021.1.3"],
-                   [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-requires-python",
-                    "hearvalidator==2021.0.6"], "patch"]
+    assert ran == [
+        [sys.executable, "-m", "pip", "install", "--no-deps", "heareval==2021.1.3"],
+        [sys.executable, "-m", "pip", "install", "--no-deps", "--ignore-requires-python", "hearvalidator==2021.0.6"],
+        "patch",
+    ]
     assert "patched for event-task scoring" in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------- the real tools (slow, CI)
+
 
 def _require(module: str) -> None:
     missing = evaltools.missing_eval_imports() + ([module] if importlib.util.find_spec(module) is None else [])
@@ -563,9 +650,24 @@ def test_heareval_embeds_and_scores_a_scene_and_an_event_task(tiny_weights, mode
     tasks = tmp_path / "tasks"
     heartask.write_hear_task(tasks / "syn_scene", n_per_label=3, duration=1.0)
     heartask.write_hear_task(tasks / "syn_event", kind="event", n_per_label=3, duration=2.0)
-    res = subprocess.run([sys.executable, "-m", "heareval.embeddings.runner", "hear_diffbyola", "--model",
-                          str(tiny_weights), "--tasks-dir", str(tasks), "--embeddings-dir", str(tmp_path / "emb")],
-                         capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heareval.embeddings.runner",
+            "hear_diffbyola",
+            "--model",
+            str(tiny_weights),
+            "--tasks-dir",
+            str(tasks),
+            "--embeddings-dir",
+            str(tmp_path / "emb"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     emb = tmp_path / "emb" / "hear_diffbyola"
     for split in ("train", "valid", "test"):
@@ -580,14 +682,30 @@ def test_heareval_embeds_and_scores_a_scene_and_an_event_task(tiny_weights, mode
     name = sorted(json.loads((tasks / "syn_scene" / "test.json").read_text()))[0]
     x, _ = sf.read(tasks / "syn_scene" / "16000" / "test" / name, dtype="float32")
     stored = np.load(emb / "syn_scene" / "test" / f"{name}.embedding.npy")
-    np.testing.assert_allclose(stored, hear_diffbyola.get_scene_embeddings(torch.from_numpy(x)[None], model)[0],
-                               atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(
+        stored, hear_diffbyola.get_scene_embeddings(torch.from_numpy(x)[None], model)[0], atol=1e-5, rtol=1e-5
+    )
 
     evaltools.patch_heareval()  # what install-eval-tools applies; idempotent
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # heareval's own Lightning checkpoints only
-    res = subprocess.run([sys.executable, "-m", "heareval.predictions.runner", str(emb / "syn_scene"),
-                          str(emb / "syn_event"), "--grid", "faster", "--grid-points", "1"],
-                         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "heareval.predictions.runner",
+            str(emb / "syn_scene"),
+            str(emb / "syn_event"),
+            "--grid",
+            "faster",
+            "--grid-points",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=600,
+    )
     assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
     scene_scores = json.loads((emb / "syn_scene" / "test.predicted-scores.json").read_text())["test"]
     assert 0.0 <= scene_scores["test_top1_acc"] <= 1.0

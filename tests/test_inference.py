@@ -3,6 +3,7 @@
 References are computed here with the encoder modules themselves (eval mode, whole clip, no chunking),
 on a deep copy, so the model under test is never switched to eval by the test either.
 """
+
 import copy
 import threading
 
@@ -57,7 +58,9 @@ def reference_dense(model: PretrainedModel, wave: torch.Tensor) -> torch.Tensor:
 
 def assert_exact(fast: torch.Tensor, ref: torch.Tensor) -> None:
     assert fast.shape == ref.shape
-    cos = F.cosine_similarity(fast.reshape(-1, fast.shape[-1]).double(), ref.reshape(-1, ref.shape[-1]).double(), dim=-1)
+    cos = F.cosine_similarity(
+        fast.reshape(-1, fast.shape[-1]).double(), ref.reshape(-1, ref.shape[-1]).double(), dim=-1
+    )
     assert cos.min().item() > 0.9999
     assert (fast - ref).abs().max().item() < 1e-4 * max(1.0, ref.abs().max().item())
 
@@ -85,7 +88,7 @@ def test_hear_api_matches_the_module_path(model):
     emb, _ = hear_diffbyola.get_timestamp_embeddings(w, model)
     ref = reference_dense(model, w)
     # frames whose receptive field stays clear of the clip's end (HEAR pads the end far enough for the last one)
-    assert_exact(emb[:, :ref.shape[1] - 3], ref[:, :ref.shape[1] - 3])
+    assert_exact(emb[:, : ref.shape[1] - 3], ref[:, : ref.shape[1] - 3])
 
 
 def test_layer_frames_match_the_module_path(model):
@@ -104,7 +107,7 @@ def test_reflect_segments_equal_padding_the_whole_clip():
     padded = F.pad(w[:, None], (512, 512), mode="reflect")[:, 0]
     for a, b in [(0, 1), (0, 5), (3, 9), (8, 19), (0, 19)]:  # 19 = 1 + 3000 // 160 log-mel frames
         seg = embed._segment(w, a, b, 160, 1024)
-        assert torch.equal(seg, padded[:, a * 160:(b - 1) * 160 + 1024])
+        assert torch.equal(seg, padded[:, a * 160 : (b - 1) * 160 + 1024])
     inside = embed._segment(w, 5, 9, 160, 1024)
     assert inside.data_ptr() == w[:, 5 * 160 - 512].data_ptr()  # a view inside the clip, no copy
 
@@ -144,8 +147,11 @@ def test_concurrent_calls_on_a_train_mode_model_agree_and_change_nothing():
         try:
             for r in range(3):
                 j = (i + r) % len(waves)
-                results[(i, r)] = (j, hear_diffbyola.get_scene_embeddings(waves[j], model),
-                                   hear_diffbyola.get_timestamp_embeddings(waves[j], model)[0])
+                results[(i, r)] = (
+                    j,
+                    hear_diffbyola.get_scene_embeddings(waves[j], model),
+                    hear_diffbyola.get_timestamp_embeddings(waves[j], model)[0],
+                )
         except Exception as e:  # noqa: BLE001 - any failure in a thread is reported by the assert below
             errors.append(e)
 
@@ -171,7 +177,9 @@ def test_the_copy_is_cached_and_follows_new_weights():
     other = make_model("v2", seed=5)
     model.encoder.load_state_dict(other.encoder.state_dict())  # in-place copies: same tensors, new versions
     assert inference_encoder(model.encoder) is not fast
-    torch.testing.assert_close(hear_diffbyola.get_scene_embeddings(w, model), hear_diffbyola.get_scene_embeddings(w, other))
+    torch.testing.assert_close(
+        hear_diffbyola.get_scene_embeddings(w, model), hear_diffbyola.get_scene_embeddings(w, other)
+    )
     with torch.no_grad():
         model.encoder.features[1].running_mean.add_(1.0)  # any in-place change of a buffer, too
     frames = reference_frames(model, w)
@@ -179,6 +187,8 @@ def test_the_copy_is_cached_and_follows_new_weights():
     fc = model.encoder.fc[3]  # replaced parameters (new tensors): the fc part becomes ReLU(0 x + 1) = 1
     fc.weight, fc.bias = torch.nn.Parameter(torch.zeros_like(fc.weight)), torch.nn.Parameter(torch.ones_like(fc.bias))
     scene = embed.clip_embedding(model, w)
-    assert torch.equal(scene[:, model.encoder.config.conv_d:], torch.full_like(scene[:, 3072 - 2048:], 2.0))  # mean + max
+    assert torch.equal(
+        scene[:, model.encoder.config.conv_d :], torch.full_like(scene[:, 3072 - 2048 :], 2.0)
+    )  # mean + max
     frames = reference_frames(model, w)
     assert_exact(scene, frames.mean(1) + frames.amax(1))

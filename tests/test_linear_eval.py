@@ -1,8 +1,13 @@
 import numpy as np
 import pytest
 
-from hear_diffbyola.tasks.linear_eval import (LinearEvalConfig, linear_eval, linear_eval_seeds, standardise,
-                                              stratified_split)
+from hear_diffbyola.tasks.linear_eval import (
+    LinearEvalConfig,
+    linear_eval,
+    linear_eval_seeds,
+    standardise,
+    stratified_split,
+)
 
 
 def difference_only(rng, n_per_class, k=4, d=16):
@@ -88,6 +93,7 @@ def test_bad_inputs_are_named():
 # ----------------------------------------------------------------------------------------------------------
 # the shared early-stopping loop (tasks.early_stopping)
 
+
 def scripted(losses):
     """A one-parameter model whose weight is set to the epoch number by each training epoch, and a
     validation loss read from the script: the restored weight tells which epoch's state came back."""
@@ -110,18 +116,22 @@ def scripted(losses):
 
 
 # (scripted validation losses, patience, max epochs, best epoch, epochs run), worked out by hand
-@pytest.mark.parametrize("losses,patience,max_epochs,best_epoch,epochs_run", [
-    ([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 3.0, 2.0, 1.0], 3, 9, 3, 6),  # epoch 7 equals the best: too late anyway
-    ([5.0, 4.0, 3.0, 3.5, 3.2, 2.9, 3.0, 2.0, 1.0], 3, 9, 9, 9),  # a new minimum at 6 resets the count
-    ([5.0, 4.0, 3.0, 3.0, 3.0, 2.0], 3, 6, 6, 6),                 # equal to the best is not better...
-    ([5.0, 4.0, 3.0, 3.0, 3.0, 3.0, 2.0], 3, 7, 3, 6),            # ...so three ties in a row stop it
-    ([1.0, 2.0, 3.0, 4.0, 5.0], 1, 5, 1, 2),                      # patience 1: stop at the first worse epoch
-    ([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 1.0], 0, 7, 7, 7),            # patience 0: run every epoch
-    ([3.0, 2.0, 1.0, 0.5], 10, 3, 3, 3),                          # max_epochs first
-    ([float("nan"), 2.0, 3.0, 1.5, 4.0, 4.0], 2, 6, 4, 6),        # NaN never counts as better
-])
-def test_early_stopping_stops_after_patience_and_restores_the_best_state(losses, patience, max_epochs, best_epoch,
-                                                                          epochs_run):
+@pytest.mark.parametrize(
+    "losses,patience,max_epochs,best_epoch,epochs_run",
+    [
+        ([5.0, 4.0, 3.0, 3.5, 3.2, 3.1, 3.0, 2.0, 1.0], 3, 9, 3, 6),  # epoch 7 equals the best: too late anyway
+        ([5.0, 4.0, 3.0, 3.5, 3.2, 2.9, 3.0, 2.0, 1.0], 3, 9, 9, 9),  # a new minimum at 6 resets the count
+        ([5.0, 4.0, 3.0, 3.0, 3.0, 2.0], 3, 6, 6, 6),  # equal to the best is not better...
+        ([5.0, 4.0, 3.0, 3.0, 3.0, 3.0, 2.0], 3, 7, 3, 6),  # ...so three ties in a row stop it
+        ([1.0, 2.0, 3.0, 4.0, 5.0], 1, 5, 1, 2),  # patience 1: stop at the first worse epoch
+        ([3.0, 2.0, 2.5, 2.6, 2.7, 2.8, 1.0], 0, 7, 7, 7),  # patience 0: run every epoch
+        ([3.0, 2.0, 1.0, 0.5], 10, 3, 3, 3),  # max_epochs first
+        ([float("nan"), 2.0, 3.0, 1.5, 4.0, 4.0], 2, 6, 4, 6),  # NaN never counts as better
+    ],
+)
+def test_early_stopping_stops_after_patience_and_restores_the_best_state(
+    losses, patience, max_epochs, best_epoch, epochs_run
+):
     from hear_diffbyola.tasks.early_stopping import fit_early_stopping
 
     model, train_epoch, validate, modes = scripted(losses)

@@ -3,9 +3,17 @@ import math
 import numpy as np
 import pytest
 
-from hear_diffbyola.tasks.mixing import (crop, draw_reference_crops, event_loudness, gain_to, integrated_loudness,
-                                         k_weighting_sos, mix_at_snr, overlap_samples, peak_scale)
-
+from hear_diffbyola.tasks.mixing import (
+    crop,
+    draw_reference_crops,
+    event_loudness,
+    gain_to,
+    integrated_loudness,
+    k_weighting_sos,
+    mix_at_snr,
+    overlap_samples,
+    peak_scale,
+)
 
 
 def pyln():
@@ -21,8 +29,8 @@ def sine(freq, seconds, sr, amp=1.0):
 def gated_noise(rng, n, sr):
     """Noise with loud, quiet and silent stretches, so both gates remove blocks."""
     x = rng.standard_normal(n) * 0.2
-    x[n // 4: n // 2] *= 1e-3   # ~ -60 dB: under the relative gate
-    x[n // 2: n // 2 + sr] = 0  # digital silence: under the absolute gate
+    x[n // 4 : n // 2] *= 1e-3  # ~ -60 dB: under the relative gate
+    x[n // 2 : n // 2 + sr] = 0  # digital silence: under the absolute gate
     return x
 
 
@@ -50,8 +58,8 @@ def test_k_weighting_gain_at_dc_high_and_mid_frequencies():
 
     w, h = sosfreqz(k_weighting_sos(48000), worN=[20.0, 997.0, 10000.0], fs=48000)
     db = 20 * np.log10(np.abs(h))
-    assert db[0] < -1.0           # the 38 Hz high pass bites at 20 Hz
-    assert abs(db[1]) < 0.7       # ~0 dB around 1 kHz
+    assert db[0] < -1.0  # the 38 Hz high pass bites at 20 Hz
+    assert abs(db[1]) < 0.7  # ~0 dB around 1 kHz
     assert db[2] == pytest.approx(4.0, abs=0.3)  # the +4 dB shelf
 
 
@@ -65,7 +73,9 @@ def test_loudness_moves_by_the_gain_in_db():
     rng = np.random.default_rng(0)
     x = gated_noise(rng, 3 * 16000, 16000)
     for g in (0.1, 0.5, 3.0):
-        assert integrated_loudness(g * x, 16000) == pytest.approx(integrated_loudness(x, 16000) + 20 * math.log10(g), abs=1e-9)
+        assert integrated_loudness(g * x, 16000) == pytest.approx(
+            integrated_loudness(x, 16000) + 20 * math.log10(g), abs=1e-9
+        )
     assert gain_to(-30.0, -12.0) == pytest.approx(10 ** (18 / 20))
 
 
@@ -89,7 +99,8 @@ def test_mix_at_snr_measured_back_with_pyloudnorm():
         m = mix_at_snr(fg, bg, snr, sr, ref_lufs=-30.0, peak_limit=None)
         np.testing.assert_allclose(m.mixture, m.foreground + m.background, atol=1e-6)
         assert meter.integrated_loudness(m.foreground.astype(np.float64)) - meter.integrated_loudness(
-            m.background.astype(np.float64)) == pytest.approx(snr, abs=1e-3)
+            m.background.astype(np.float64)
+        ) == pytest.approx(snr, abs=1e-3)
         assert meter.integrated_loudness(m.background.astype(np.float64)) == pytest.approx(-30.0, abs=1e-3)
         assert m.peak_scale == 1.0
 
@@ -103,7 +114,9 @@ def test_peak_guard_keeps_snr_and_scales_companions_with_the_background():
     assert m.peak_scale < 1.0
     assert max(np.abs(m.mixture).max(), np.abs(m.background).max(), np.abs(m.companions[0]).max()) <= 0.9 + 1e-6
     meter = pyln().Meter(sr)
-    snr = meter.integrated_loudness(m.foreground.astype(np.float64)) - meter.integrated_loudness(m.background.astype(np.float64))
+    snr = meter.integrated_loudness(m.foreground.astype(np.float64)) - meter.integrated_loudness(
+        m.background.astype(np.float64)
+    )
     assert snr == pytest.approx(2.0, abs=1e-3)
     np.testing.assert_allclose(m.background, bg * m.bg_gain, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(m.companions[0], other * m.bg_gain, rtol=1e-5, atol=1e-7)

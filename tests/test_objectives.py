@@ -1,5 +1,4 @@
 import copy
-
 import math
 
 import pytest
@@ -7,8 +6,17 @@ import torch
 
 from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
 from hear_diffbyola.learner import DiffBYOLA, LearnerConfig
-from hear_diffbyola.objectives import (byol_loss, byol_regression_loss, diff_loss, difference_embedding,
-                                       log_mixup_exp, mix_in_batch, sample_gamma, shift, total_loss)
+from hear_diffbyola.objectives import (
+    byol_loss,
+    byol_regression_loss,
+    diff_loss,
+    difference_embedding,
+    log_mixup_exp,
+    mix_in_batch,
+    sample_gamma,
+    shift,
+    total_loss,
+)
 
 
 def test_shift_rolls_batch_by_one():
@@ -21,9 +29,11 @@ def test_mix_formula_by_hand():
     v = torch.tensor([0.0, 1.0, -2.0]).view(3, 1, 1, 1)
     g = torch.tensor([0.4, 0.5, 0.6])
     w = mix_in_batch(v, g).flatten().tolist()
-    expected = [math.log(0.4 * math.e ** 1 + 0.6 * math.e ** 0),
-                math.log(0.5 * math.e ** -2 + 0.5 * math.e ** 1),
-                math.log(0.6 * math.e ** 0 + 0.4 * math.e ** -2)]
+    expected = [
+        math.log(0.4 * math.e**1 + 0.6 * math.e**0),
+        math.log(0.5 * math.e**-2 + 0.5 * math.e**1),
+        math.log(0.6 * math.e**0 + 0.4 * math.e**-2),
+    ]
     assert w == pytest.approx(expected, rel=1e-6)
 
 
@@ -87,6 +97,7 @@ def byol_pytorch_reference(learner, v1, v2):
     behaviour: online encoder+projector on each view separately, predictor on each, target encoder+
     projector on each view separately under no_grad; loss = mean over the batch of the *sum* of the two
     directions of 2 - 2 cos."""
+
     def loss_fn(x, y):
         x, y = torch.nn.functional.normalize(x, dim=-1), torch.nn.functional.normalize(y, dim=-1)
         return 2 - 2 * (x * y).sum(dim=-1)
@@ -130,7 +141,9 @@ def test_lambda_zero_step_is_byol_pytorch_step(arch):
 def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
     learner = small_learner(0.0)
     calls = []
-    learner.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))  # 1st conv: once a pass
+    learner.encoder.features[0].register_forward_hook(
+        lambda m, i, o: calls.append(i[0].shape[0])
+    )  # 1st conv: once a pass
     learner(*views())
     assert calls == [4, 4]  # one online pass per view, nothing else
 
@@ -138,7 +151,9 @@ def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
 def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner = small_learner(0.5)
     calls = []
-    learner.encoder.features[0].register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))  # 1st conv: once a pass
+    learner.encoder.features[0].register_forward_hook(
+        lambda m, i, o: calls.append(i[0].shape[0])
+    )  # 1st conv: once a pass
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
     assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
@@ -154,7 +169,9 @@ def test_difference_branch_follows_the_paper_equations():
     gamma = torch.tensor([0.4, 0.5, 0.6, 0.45])
     out = learner(v1, v2, gamma=gamma)
     enc, g, qh = learner.encoder, learner.projector, learner.diff_predictor
-    w = torch.log(gamma.view(4, 1, 1, 1) * torch.exp(torch.roll(v1, -1, 0)) + (1 - gamma.view(4, 1, 1, 1)) * torch.exp(v1))
+    w = torch.log(
+        gamma.view(4, 1, 1, 1) * torch.exp(torch.roll(v1, -1, 0)) + (1 - gamma.view(4, 1, 1, 1)) * torch.exp(v1)
+    )
     f_v = enc(v1)
     y_hat = enc(w) - gamma.view(4, 1) * torch.cat([f_v[1:], f_v[:1]])
     z_other = learner.target_projector(learner.target_encoder(v2))

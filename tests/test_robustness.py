@@ -1,5 +1,6 @@
 """Run folders are owned, resumes are checked, writes fail loudly, bad weights and bad corpora are refused
 (issue 15 rows that concern the core: the trainer, the weights loader, the corpus reader)."""
+
 import errno
 import json
 import os
@@ -12,6 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 from safetensors.torch import save_file
+from test_train import TINY_ARGS, tiny_config
 
 from hear_diffbyola.corpus import CorpusError, FileCorpus
 from hear_diffbyola.encoder import AudioNTT2022
@@ -19,13 +21,15 @@ from hear_diffbyola.errors import DiffByolaError, OutOfSpaceError
 from hear_diffbyola.frontend import FrontendConfig
 from hear_diffbyola.train import CHECKPOINT, TrainingError, lock_run_folder, pretrain, save_checkpoint
 from hear_diffbyola.weights import HEADER_KEY, WeightsError, atomic_write, load_pretrained, make_header, save_weights
-from test_train import TINY_ARGS, tiny_config
 
 
 def snapshot(folder: Path) -> dict[str, tuple[bytes, int]]:
     """Every file's bytes and mtime, except .lock: it records who holds the folder now, not the run."""
-    return {str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file() and p.name != ".lock"}
+    return {
+        str(p.relative_to(folder)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and p.name != ".lock"
+    }
 
 
 def tone_folder(root: Path, n: int = 6, seconds: float = 1.0) -> Path:
@@ -38,12 +42,21 @@ def tone_folder(root: Path, n: int = 6, seconds: float = 1.0) -> Path:
 
 # ------------------------------------------------------------------------------------------ run folders
 
+
 def test_a_second_process_is_refused_with_the_holders_pid(tmp_path):
     out = tmp_path / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from hear_diffbyola.train import lock_run_folder; "
-                               "h = lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
-                               str(out)], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; "
+            "from hear_diffbyola.train import lock_run_folder; "
+            "h = lock_run_folder(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(TrainingError, match=rf"in use by another pretraining process \(pid {holder.pid}\)"):
@@ -72,8 +85,20 @@ def test_the_lock_is_not_kept_by_forked_children(tmp_path):
 
 def test_two_cli_processes_into_one_out_one_is_refused(tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "hear_diffbyola", "pretrain", "--no-progress", *TINY_ARGS, "--out", str(out),
-           "--steps", "40", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "hear_diffbyola",
+        "pretrain",
+        "--no-progress",
+        *TINY_ARGS,
+        "--out",
+        str(out),
+        "--steps",
+        "40",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
@@ -142,6 +167,7 @@ def test_out_that_is_a_file_is_a_clear_error(tmp_path):
 
 # ------------------------------------------------------------------------------------------ writes
 
+
 def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch):
     path = tmp_path / "checkpoints" / "last.pt"
     save_checkpoint(path, {"step": 1, "w": torch.ones(3)})
@@ -153,8 +179,11 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", full)
-    with pytest.raises(OutOfSpaceError, match=r"no space left on device: writing .*last.pt failed; the previous "
-                                              r"last.pt is intact"):
+    with pytest.raises(
+        OutOfSpaceError,
+        match=r"no space left on device: writing .*last.pt failed; the previous "
+        r"last.pt is intact",
+    ):
         save_checkpoint(path, {"step": 2, "w": torch.zeros(3)})
     monkeypatch.undo()
     assert path.read_bytes() == good
@@ -164,6 +193,7 @@ def test_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypat
 
 
 # ------------------------------------------------------------------------------------------ weights
+
 
 def test_weights_with_a_nan_are_refused_naming_the_tensor(tmp_path):
     enc = AudioNTT2022(64, 1088, hidden=32)
@@ -179,12 +209,16 @@ def test_weights_with_a_nan_are_refused_naming_the_tensor(tmp_path):
     pth = tmp_path / "nan.pth"
     state["features.1.running_var"][:2] = float("inf")
     torch.save(state, pth)
-    with pytest.raises(WeightsError, match=r"2 tensor\(s\).*fc.3.weight \(1 values\), features.1.running_var \(2 values\)"
-                       r"|2 tensor\(s\).*features.1.running_var \(2 values\), fc.3.weight \(1 values\)"):
+    with pytest.raises(
+        WeightsError,
+        match=r"2 tensor\(s\).*fc.3.weight \(1 values\), features.1.running_var \(2 values\)"
+        r"|2 tensor\(s\).*features.1.running_var \(2 values\), fc.3.weight \(1 values\)",
+    ):
         load_pretrained(pth)
 
 
 # ------------------------------------------------------------------------------------------ corpus
+
 
 def test_bad_files_are_all_listed_with_their_reason_and_a_bom_csv_works(tmp_path):
     root = tone_folder(tmp_path / "c", n=2, seconds=2.0)
@@ -192,7 +226,7 @@ def test_bad_files_are_all_listed_with_their_reason_and_a_bom_csv_works(tmp_path
     x = (0.3 * np.sin(np.arange(64000) / 10)).astype(np.float32)
     sf.write(root / "cut.flac", x, 16000)
     data = (root / "cut.flac").read_bytes()
-    (root / "cut.flac").write_bytes(data[:len(data) // 2])  # a download cut off: header fine, data stops
+    (root / "cut.flac").write_bytes(data[: len(data) // 2])  # a download cut off: header fine, data stops
     lst = root / "list.csv"
     lst.write_bytes("\ufeffpath,label\nt0.wav,a\nt1.wav,b\nmissing.wav,c\ntext.wav,d\ncut.flac,e\n".encode("utf-8"))
     corpus = FileCorpus(lst, max_bad_fraction=1.0)

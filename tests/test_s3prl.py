@@ -4,6 +4,7 @@ command, s3prl-install round trips, and the upstream shipping inside the wheel.
 Tests that need s3prl skip when it is not installed, except under CI (CI=true), where the
 ``test`` extra installs it and a missing s3prl is a failure, not a skip.
 """
+
 import argparse
 import builtins
 import filecmp
@@ -53,8 +54,9 @@ def random_encoder(d: int, seed: int = 0) -> AudioNTT2020:
 @pytest.fixture(scope="module")
 def tiny_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("w") / "tiny.safetensors"
-    header = make_header(FrontendConfig(), (-6.0, 4.0), EncoderConfig(arch="audiontt2020", n_mels=64, d=D), 0.5,
-                         {"source": "test_s3prl"})
+    header = make_header(
+        FrontendConfig(), (-6.0, 4.0), EncoderConfig(arch="audiontt2020", n_mels=64, d=D), 0.5, {"source": "test_s3prl"}
+    )
     save_weights(path, random_encoder(D).state_dict(), header)
     return path
 
@@ -66,6 +68,7 @@ def waves(lengths, seed=0):
 
 # ---------------------------------------------------------------------------------------------------
 # core helper: encoder.layer_frames
+
 
 @pytest.mark.parametrize("d", [512, 2048])
 def test_layer_frames_are_the_conv_maps_max_pooled_and_the_encoder_frames(d):
@@ -80,7 +83,7 @@ def test_layer_frames_are_the_conv_maps_max_pooled_and_the_encoder_frames(d):
     torch.testing.assert_close(layers[3], frames, rtol=0, atol=0)
     for k, m in enumerate(maps):
         f_k, step = m.shape[2], 2 ** (2 - k)
-        t = m[..., :n * step].reshape(2, 64, f_k, n, step).amax(dim=4)  # max over each encoder frame's span
+        t = m[..., : n * step].reshape(2, 64, f_k, n, step).amax(dim=4)  # max over each encoder frame's span
         if bins <= f_k:  # max over groups of adjacent mel bins
             expect = t.reshape(2, 64, bins, f_k // bins, n).amax(dim=3)
         else:  # each mel bin repeated
@@ -108,6 +111,7 @@ def test_layer_frames_in_chunks_equal_the_whole_clip(tiny_weights):
 # ---------------------------------------------------------------------------------------------------
 # the expert, without s3prl
 
+
 def test_expert_pads_a_mixed_batch_and_keeps_each_items_frames(tiny_weights):
     up = UpstreamExpert(ckpt=str(tiny_weights))
     model = up.model
@@ -127,7 +131,7 @@ def test_expert_pads_a_mixed_batch_and_keeps_each_items_frames(tiny_weights):
     # the frames are dense_frames' own: the same as computed from the zero-padded batch directly
     padded = torch.zeros(4, 640 * t + 480)  # dense frame t - 1 reads log-mel frames up to 4 (t - 1) + 7
     for i, w in enumerate(wavs):
-        padded[i, :len(w)] = w
+        padded[i, : len(w)] = w
     direct, _ = dense_frames(model, padded, shifts=2, fn=model.encoder.layer_frames)
     assert all(d.shape[1] == t for d in direct)
     for d, h in zip(direct, hs):  # the expert runs the BN-folded inference copy: equal to float rounding
@@ -193,7 +197,7 @@ def test_v2_expert_is_one_native_pass_with_v2_layers(tiny_v2_weights, monkeypatc
     # the last layer is the encoder's native frames of the zero-padded batch, centred at 15 + 40 i ms
     padded = torch.zeros(2, max(16000, FrameGrid.of(up.model).samples_for(t)))
     for i, w in enumerate(wavs):
-        padded[i, :len(w)] = w
+        padded[i, : len(w)] = w
     with torch.no_grad():
         direct = up.model.frames(padded)[:, :t]
     torch.testing.assert_close(hs[3], direct, atol=1e-5, rtol=1e-5)
@@ -210,8 +214,10 @@ def test_hub_entries_take_keywords_and_give_clear_errors(tiny_weights, tmp_path,
     # -g: a YAML file overriding the normalisation statistics
     cfg = tmp_path / "norm.yaml"
     cfg.write_text("norm_mean: -5.0\nnorm_std: 2.5\n")
-    assert hubconf.diffbyola_local(ckpt=str(tiny_weights), model_config=str(cfg)).model.header["norm"] == \
-        {"mean": -5.0, "std": 2.5}
+    assert hubconf.diffbyola_local(ckpt=str(tiny_weights), model_config=str(cfg)).model.header["norm"] == {
+        "mean": -5.0,
+        "std": 2.5,
+    }
     cfg.write_text("window_secs: 1\n")
     with pytest.raises(ValueError, match=r"unknown keys \['window_secs'\]"):
         hubconf.diffbyola_local(ckpt=str(tiny_weights), model_config=str(cfg))
@@ -221,10 +227,15 @@ def test_hub_entries_take_keywords_and_give_clear_errors(tiny_weights, tmp_path,
     official = hubconf.diffbyola_local(ckpt=str(pth))
     assert official.model.header["format"] == "byol-a-v1" and official.model.frontend.config.n_fft == 1024
     with torch.no_grad():
-        assert [tuple(h.shape) for h in official(waves([8000]))["hidden_states"]] == [(1, 13, 512)] * 4  # ceil(8000/640)
+        assert [tuple(h.shape) for h in official(waves([8000]))["hidden_states"]] == [
+            (1, 13, 512)
+        ] * 4  # ceil(8000/640)
     # diffbyola: the shipped default (here pointed at the tiny file) unless ckpt is given
     monkeypatch.setattr(weights_mod, "DEFAULT_WEIGHTS", tiny_weights)
-    assert hubconf.diffbyola(ckpt=None, model_config=None, refresh=False).model.header["provenance"]["source"] == "test_s3prl"
+    assert (
+        hubconf.diffbyola(ckpt=None, model_config=None, refresh=False).model.header["provenance"]["source"]
+        == "test_s3prl"
+    )
     monkeypatch.setattr(weights_mod, "DEFAULT_WEIGHTS", tmp_path / "missing.safetensors")
     with pytest.raises(weights_mod.WeightsError, match="missing.safetensors does not exist"):
         hubconf.diffbyola()
@@ -232,6 +243,7 @@ def test_hub_entries_take_keywords_and_give_clear_errors(tiny_weights, tmp_path,
 
 # ---------------------------------------------------------------------------------------------------
 # with s3prl
+
 
 @needs_s3prl
 def test_s3prl_upstream_after_register(tiny_weights, monkeypatch):
@@ -245,15 +257,20 @@ def test_s3prl_upstream_after_register(tiny_weights, monkeypatch):
 
     assert hub.diffbyola is hubconf.diffbyola and "diffbyola_local" in S3PRLUpstream.available_names()
     assert callable(torchaudio.set_audio_backend)  # s3prl calls it; the shim only where torchaudio lacks it
-    assert set(APPLIED) <= {"torchaudio-cpu-extension", "torchaudio.set_audio_backend", "torchaudio.sox_effects",
-                            "torchaudio.load", "torch.load-namespace"}
+    assert set(APPLIED) <= {
+        "torchaudio-cpu-extension",
+        "torchaudio.set_audio_backend",
+        "torchaudio.sox_effects",
+        "torchaudio.load",
+        "torch.load-namespace",
+    }
 
     up = S3PRLUpstream("diffbyola_local", path_or_url=str(tiny_weights))
     assert up.num_layers == 4 and up.hidden_sizes == [D] * 4 and up.downsample_rates == [640] * 4
     lengths = [16000, 23456, 800, 100]  # 100 samples: shorter than one 40 ms frame
     wavs = torch.zeros(4, max(lengths))
     for i, w in enumerate(waves(lengths)):
-        wavs[i, :lengths[i]] = w
+        wavs[i, : lengths[i]] = w
     with torch.no_grad():
         hs, hs_len = up(wavs, torch.LongTensor(lengths))
         ours = up.upstream([w[:n] for w, n in zip(wavs, lengths)])["hidden_states"]
@@ -363,9 +380,28 @@ def test_downstream_runner_trains_and_evaluates_through_our_command(tiny_weights
     exp = tmp_path / "exp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "hear_diffbyola", "s3prl"]
-    train = subprocess.run(cmd + ["-m", "train", "-u", "diffbyola_local", "-k", str(tiny_weights), "-d", "emotion",
-                                  "-c", str(tmp_path / "config.yaml"), "-p", str(exp)],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    train = subprocess.run(
+        cmd
+        + [
+            "-m",
+            "train",
+            "-u",
+            "diffbyola_local",
+            "-k",
+            str(tiny_weights),
+            "-d",
+            "emotion",
+            "-c",
+            str(tmp_path / "config.yaml"),
+            "-p",
+            str(exp),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert train.returncode == 0, train.stderr[-3000:]
     ckpt_path = exp / "states-6.ckpt"
     with torch.serialization.safe_globals([argparse.Namespace]):
@@ -374,8 +410,14 @@ def test_downstream_runner_trains_and_evaluates_through_our_command(tiny_weights
     assert ckpt["Featurizer"]["weights"].shape == (4,)  # a weighted sum over our 4 layers was trained
     assert ckpt["Downstream"]["projector.weight"].shape == (16, D)
 
-    ev = subprocess.run(cmd + ["-m", "evaluate", "-e", str(ckpt_path)], cwd=tmp_path, env=env,
-                        capture_output=True, text=True, timeout=600)
+    ev = subprocess.run(
+        cmd + ["-m", "evaluate", "-e", str(ckpt_path)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ev.returncode == 0, ev.stderr[-3000:]
     pred = dict(line.split() for line in (exp / "test_fold1_predict.txt").read_text().splitlines())
     got_truth = dict(line.split() for line in (exp / "test_fold1_truth.txt").read_text().splitlines())
@@ -389,9 +431,13 @@ def test_downstream_runner_trains_and_evaluates_through_our_command(tiny_weights
 # ---------------------------------------------------------------------------------------------------
 # s3prl-install
 
+
 def snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): (b"->" + os.readlink(p).encode()) if p.is_symlink() else p.read_bytes()
-            for p in sorted(root.rglob("*")) if "__pycache__" not in p.parts and (p.is_symlink() or p.is_file())}
+    return {
+        str(p.relative_to(root)): (b"->" + os.readlink(p).encode()) if p.is_symlink() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if "__pycache__" not in p.parts and (p.is_symlink() or p.is_file())
+    }
 
 
 @needs_s3prl
@@ -415,14 +461,24 @@ def test_s3prl_install_then_uninstall_leaves_a_copy_of_s3prl_byte_identical(tmp_
     assert "nothing to do: already installed" in capsys.readouterr().out
 
     # the linked tree works as s3prl: its own hub knows diffbyola, from s3prl.upstream.diffbyola
-    probe = ("from hear_diffbyola.s3prl import apply_shims; apply_shims()\n"
-             "import s3prl, s3prl.hub as hub\n"
-             "print(s3prl.__file__); print(hub.diffbyola_local.__module__); print('diffbyola' in hub.options())\n")
-    res = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "PYTHONPATH": str(tree)},
-                         capture_output=True, text=True, timeout=300)
+    probe = (
+        "from hear_diffbyola.s3prl import apply_shims; apply_shims()\n"
+        "import s3prl, s3prl.hub as hub\n"
+        "print(s3prl.__file__); print(hub.diffbyola_local.__module__); print('diffbyola' in hub.options())\n"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(tree)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     lines = res.stdout.split()
-    assert lines[-3] == str(tree / "s3prl" / "__init__.py") and lines[-2:] == ["s3prl.upstream.diffbyola.hubconf", "True"]
+    assert lines[-3] == str(tree / "s3prl" / "__init__.py") and lines[-2:] == [
+        "s3prl.upstream.diffbyola.hubconf",
+        "True",
+    ]
 
     assert main(["s3prl-install", "--s3prl-root", str(tree / "s3prl"), "--uninstall"]) == 0
     assert snapshot(tree) == before
@@ -478,18 +534,42 @@ def test_install_refuses_a_foreign_upstream_folder_and_a_wrong_root(tmp_path, ca
 # ---------------------------------------------------------------------------------------------------
 # packaging
 
+
 @pytest.mark.slow
 def test_the_wheel_ships_the_upstream_folder(tmp_path):
     # a copy of the checkout, so the build's own build/ and egg-info do not touch the working tree
     src = tmp_path / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__",
-                                                             ".pytest_cache", "runs", "*.safetensors"))
-    res = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                          "-w", str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache", "runs", "*.safetensors"
+        ),
+    )
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     (wheel,) = (tmp_path / "dist").glob("*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in ("__init__.py", "expert.py", "hubconf.py"):
         assert f"hear_diffbyola/s3prl_upstream/{f}" in names
-        assert zipfile.ZipFile(wheel).read(f"hear_diffbyola/s3prl_upstream/{f}") == (REPO / "upstream/diffbyola" / f).read_bytes()
+        assert (
+            zipfile.ZipFile(wheel).read(f"hear_diffbyola/s3prl_upstream/{f}")
+            == (REPO / "upstream/diffbyola" / f).read_bytes()
+        )
     assert "hear_diffbyola/s3prl.py" in names

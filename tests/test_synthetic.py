@@ -1,4 +1,5 @@
 """Tests of the embedded procedural corpus (hear_diffbyola.corpus.synthetic)."""
+
 from __future__ import annotations
 
 import itertools
@@ -7,8 +8,7 @@ import re
 import numpy as np
 import pytest
 
-from hear_diffbyola.corpus.synthetic import (EVENT_CLASSES, SCENE_CLASSES, EmbeddedCorpus, render_event,
-                                             render_scene)
+from hear_diffbyola.corpus.synthetic import EVENT_CLASSES, SCENE_CLASSES, EmbeddedCorpus, render_event, render_scene
 
 RATES = (8000, 16000, 44100)
 TONAL = ("harmonic_vibrato", "chirp_up", "chirp_down", "am_tone", "fm_texture", "bell", "siren", "dripping")
@@ -16,6 +16,7 @@ TONAL = ("harmonic_vibrato", "chirp_up", "chirp_down", "am_tone", "fm_texture", 
 
 # ---------------------------------------------------------------------------------------------------------
 # independent measurement helpers (plain numpy, nothing shared with the module)
+
 
 def power_spectrum(x: np.ndarray, sr: int) -> tuple[np.ndarray, np.ndarray]:
     p = np.abs(np.fft.rfft(x.astype(np.float64))) ** 2
@@ -31,7 +32,7 @@ def frame_rms(x: np.ndarray, sr: int, frame_s: float) -> np.ndarray:
     hop = max(1, int(frame_s * sr))
     m = len(x) // hop
     frames = x[: m * hop].astype(np.float64).reshape(m, hop)
-    return np.sqrt(np.mean(frames ** 2, axis=1))
+    return np.sqrt(np.mean(frames**2, axis=1))
 
 
 def band_log_energies(x: np.ndarray, sr: int, n_bands: int, lo: float, hi: float) -> np.ndarray:
@@ -71,6 +72,7 @@ def check_clip(x: np.ndarray, n: int) -> None:
 # ---------------------------------------------------------------------------------------------------------
 # class lists
 
+
 def test_class_lists():
     assert len(EVENT_CLASSES) >= 10 and len(SCENE_CLASSES) >= 3
     assert len(set(EVENT_CLASSES)) == len(EVENT_CLASSES) and len(set(SCENE_CLASSES)) == len(SCENE_CLASSES)
@@ -83,6 +85,7 @@ def test_class_lists():
 
 # ---------------------------------------------------------------------------------------------------------
 # every class at every rate
+
 
 @pytest.mark.parametrize("sr", RATES)
 def test_every_event_renders_at_rate(sr):
@@ -140,6 +143,7 @@ def test_loudness_varies():
 # ---------------------------------------------------------------------------------------------------------
 # determinism
 
+
 def test_render_determinism_and_seed_sensitivity():
     for label in ("fm_texture", "bark_like", "knock"):
         a = render_event(label, np.random.default_rng(7), 16000, 1.0)
@@ -167,9 +171,9 @@ def test_corpus_items_depend_only_on_seed_and_index():
     first5 = a[5]
     then3 = a[3]
     b = EmbeddedCorpus(size=50, duration=1.0, seed=11)
-    assert np.array_equal(b[3], then3)           # order does not matter
+    assert np.array_equal(b[3], then3)  # order does not matter
     assert np.array_equal(b[5], first5)
-    assert np.array_equal(a[5], first5)          # repeated access is stable
+    assert np.array_equal(a[5], first5)  # repeated access is stable
     assert np.array_equal(EmbeddedCorpus(size=9, duration=1.0, seed=11)[5], first5)  # nor does the size
     assert [a.label(i) for i in range(50)] == [b.label(i) for i in range(50)]
     other = EmbeddedCorpus(size=50, duration=1.0, seed=12)
@@ -180,6 +184,7 @@ def test_corpus_items_depend_only_on_seed_and_index():
 
 # ---------------------------------------------------------------------------------------------------------
 # spectral sanity per class
+
 
 def _quarter_centroids(x: np.ndarray, sr: int) -> tuple[float, float]:
     cent, energy = centroid_track(x, sr)
@@ -204,8 +209,14 @@ def test_traffic_is_lower_than_rain():
     sr = 16000
 
     def low_share(label: str) -> float:
-        return float(np.mean([1.0 - energy_fraction_above(render_scene(label, np.random.default_rng(s), sr, 3.0),
-                                                          sr, 300.0) for s in range(6)]))
+        return float(
+            np.mean(
+                [
+                    1.0 - energy_fraction_above(render_scene(label, np.random.default_rng(s), sr, 3.0), sr, 300.0)
+                    for s in range(6)
+                ]
+            )
+        )
 
     traffic, rain = low_share("traffic"), low_share("rain")
     assert traffic > 0.3
@@ -240,8 +251,10 @@ def test_within_class_variety():
     sr = 16000
     for label in EVENT_CLASSES + SCENE_CLASSES:
         render = render_event if label in EVENT_CLASSES else render_scene
-        feats = [band_log_energies(render(label, np.random.default_rng([99, s]), sr, 1.0), sr, 64, 50.0, 7000.0)
-                 for s in range(5)]
+        feats = [
+            band_log_energies(render(label, np.random.default_rng([99, s]), sr, 1.0), sr, 64, 50.0, 7000.0)
+            for s in range(5)
+        ]
         worst = max(np.corrcoef(a, b)[0, 1] for a, b in itertools.combinations(feats, 2))
         assert worst < 0.999, (label, worst)
 
@@ -252,8 +265,9 @@ def test_events_are_learnable_but_not_trivial():
     feats, labels = [], []
     for k, label in enumerate(EVENT_CLASSES):
         for i in range(per_class):
-            e = band_log_energies(render_event(label, np.random.default_rng([2024, k, i]), sr, 1.0), sr, 16, 60.0,
-                                  7200.0)
+            e = band_log_energies(
+                render_event(label, np.random.default_rng([2024, k, i]), sr, 1.0), sr, 16, 60.0, 7200.0
+            )
             feats.append(e - e.mean())  # loudness is random by design: compare shapes only
             labels.append(k)
     x, y = np.array(feats), np.array(labels)
@@ -269,6 +283,7 @@ def test_events_are_learnable_but_not_trivial():
 # ---------------------------------------------------------------------------------------------------------
 # corpus
 
+
 def test_corpus_items_and_labels():
     c = EmbeddedCorpus(size=300, sample_rate=8000, duration=0.5, seed=3)
     assert len(c) == 300
@@ -276,7 +291,7 @@ def test_corpus_items_and_labels():
     assert set(labels) <= set(EVENT_CLASSES) | set(SCENE_CLASSES)
     scene_share = np.mean([lab in SCENE_CLASSES for lab in labels])
     assert 0.2 < scene_share < 0.4, scene_share
-    assert len(set(labels) & set(EVENT_CLASSES)) == len(EVENT_CLASSES)   # every class shows up
+    assert len(set(labels) & set(EVENT_CLASSES)) == len(EVENT_CLASSES)  # every class shows up
     assert len(set(labels) & set(SCENE_CLASSES)) == len(SCENE_CLASSES)
     mixed = 0
     for i in range(300):
@@ -317,6 +332,7 @@ def test_describe():
 
 # ---------------------------------------------------------------------------------------------------------
 # bad arguments
+
 
 def test_bad_labels():
     rng = np.random.default_rng(0)

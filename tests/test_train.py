@@ -19,9 +19,17 @@ from hear_diffbyola.weights import export_run, load_pretrained, read_safetensors
 
 # A tiny but complete configuration: the real code paths, small enough for 2 CPU cores.
 TINY = [
-    "encoder.d=1088", "encoder.hidden=32", "learner.proj_hidden=64", "learner.proj_dim=32", "augment.mixup_memory=64",
-    "train.embedded_size=48", "train.embedded_duration=1.0", "train.batch_size=8", "train.norm_clips=16",
-    "train.num_workers=0", "train.log_every=1",
+    "encoder.d=1088",
+    "encoder.hidden=32",
+    "learner.proj_hidden=64",
+    "learner.proj_dim=32",
+    "augment.mixup_memory=64",
+    "train.embedded_size=48",
+    "train.embedded_duration=1.0",
+    "train.batch_size=8",
+    "train.norm_clips=16",
+    "train.num_workers=0",
+    "train.log_every=1",
 ]
 TINY_ARGS = [a for kv in TINY for a in ("--set", kv)]
 
@@ -37,7 +45,9 @@ def read_metrics(run: Path) -> list[dict]:
 
 def test_short_run_on_embedded_corpus_learns_and_writes_its_outputs(tmp_path):
     run = tmp_path / "run"
-    summary = pretrain(tiny_config("train.steps=30", "train.checkpoint_every=10", "learner.lam=0.5"), run, progress=False)
+    summary = pretrain(
+        tiny_config("train.steps=30", "train.checkpoint_every=10", "learner.lam=0.5"), run, progress=False
+    )
     rows = read_metrics(run)
     assert list(rows[0]) == ["step", "l_byol", "l_diff", "loss", "lr", "clips_per_s"]
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
@@ -47,7 +57,10 @@ def test_short_run_on_embedded_corpus_learns_and_writes_its_outputs(tmp_path):
     for r in rows:
         assert float(r["loss"]) == pytest.approx(0.5 * float(r["l_byol"]) + 0.5 * float(r["l_diff"]), rel=1e-4)
     assert (run / "loss_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert summary["steps"] == 30 and json.loads((run / "summary.json").read_text())["rank_digests"][0] == summary["rank_digests"][0]
+    assert (
+        summary["steps"] == 30
+        and json.loads((run / "summary.json").read_text())["rank_digests"][0] == summary["rank_digests"][0]
+    )
     assert PretrainConfig.from_dict(__import__("yaml").safe_load((run / "config.yaml").read_text())).learner.lam == 0.5
 
     # export -> weights file -> loader: same encoder tensors, header carries the config
@@ -95,13 +108,16 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert all(torch.isfinite(v).all() for v in ckpt["model"].values() if v.is_floating_point())
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--lam", "1.5"], "learner.lam"),
-    (["--set", "train.batch_size=64"], "larger than the corpus"),
-    (["--set", "learner.lambda=0.2"], "unknown key learner.lambda"),
-    (["--set", "trainer.lr=1"], "unknown section 'trainer'"),
-    (["--corpus", "/nonexistent/folder"], "does not exist"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--lam", "1.5"], "learner.lam"),
+        (["--set", "train.batch_size=64"], "larger than the corpus"),
+        (["--set", "learner.lambda=0.2"], "unknown key learner.lambda"),
+        (["--set", "trainer.lr=1"], "unknown section 'trainer'"),
+        (["--corpus", "/nonexistent/folder"], "does not exist"),
+    ],
+)
 def test_bad_settings_give_errors_that_say_what_to_change(tmp_path, capsys, args, message):
     code = main(["pretrain", "--out", str(tmp_path / "x"), "--steps", "1", "--no-progress", *TINY_ARGS, *args])
     assert code == 2
@@ -113,7 +129,9 @@ def test_existing_run_needs_resume_and_resume_keeps_the_config(tmp_path, capsys)
     assert main(["pretrain", "--out", run, "--steps", "2", "--no-progress", *TINY_ARGS]) == 0
     assert main(["pretrain", "--out", run, "--steps", "2", "--no-progress", *TINY_ARGS]) == 2
     assert "pass --resume" in capsys.readouterr().err
-    assert main(["pretrain", "--out", run, "--steps", "3", "--lam", "0.2", "--resume", "--no-progress", *TINY_ARGS]) == 2
+    assert (
+        main(["pretrain", "--out", run, "--steps", "3", "--lam", "0.2", "--resume", "--no-progress", *TINY_ARGS]) == 2
+    )
     assert "learner.lam: checkpoint 0.5, now 0.2" in capsys.readouterr().err
     assert main(["pretrain", "--out", run, "--steps", "3", "--resume", "--no-progress", *TINY_ARGS]) == 0
     assert [int(r["step"]) for r in read_metrics(Path(run))] == [1, 2, 3]
@@ -132,7 +150,9 @@ def test_sigkill_then_resume_ends_with_exactly_the_uninterrupted_weights(tmp_pat
     ref_digest = json.loads((ref / "summary.json").read_text())["rank_digests"][0]
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cli("--out", str(run), *common), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _cli("--out", str(run), *common), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     ckpt = run / "checkpoints" / "last.pt"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -154,9 +174,27 @@ def test_sigkill_then_resume_ends_with_exactly_the_uninterrupted_weights(tmp_pat
 @pytest.mark.slow
 def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     run = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "hear_diffbyola", "pretrain", "--no-progress", *TINY_ARGS, "--out", str(run), "--steps", "4",
-           "--checkpoint-every", "2", "--device", "cpu"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "hear_diffbyola",
+        "pretrain",
+        "--no-progress",
+        *TINY_ARGS,
+        "--out",
+        str(run),
+        "--steps",
+        "4",
+        "--checkpoint-every",
+        "2",
+        "--device",
+        "cpu",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -165,7 +203,8 @@ def test_torchrun_two_processes_end_with_identical_weights(tmp_path):
     assert summary["rank_digests"][0] == summary["rank_digests"][1]
     ckpt = load_checkpoint(run / "checkpoints" / "last.pt")
     assert len(ckpt["rank_states"]) == 2 and ckpt["step"] == 4
-    learner = DiffBYOLA(__import__("hear_diffbyola.encoder", fromlist=["x"]).build_encoder(tiny_config().encoder),
-                        tiny_config().learner)
+    learner = DiffBYOLA(
+        __import__("hear_diffbyola.encoder", fromlist=["x"]).build_encoder(tiny_config().encoder), tiny_config().learner
+    )
     learner.load_state_dict(ckpt["model"])
     assert state_digest(learner) == summary["rank_digests"][0]

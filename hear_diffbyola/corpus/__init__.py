@@ -3,17 +3,28 @@
 Every random choice of the data path is a pure function of (seed, stream, epoch, index), so any
 step of a run can be reproduced without replaying the steps before it, in any worker process.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Protocol
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 import torch
 
 from .files import CorpusError, FileCorpus, fit_length, list_audio_files
 
-__all__ = ["ClipSource", "CorpusError", "EmbeddedSource", "FileCorpus", "CropDataset", "StepBatchSampler",
-           "open_corpus", "list_audio_files", "fit_length"]
+__all__ = [
+    "ClipSource",
+    "CorpusError",
+    "EmbeddedSource",
+    "FileCorpus",
+    "CropDataset",
+    "StepBatchSampler",
+    "open_corpus",
+    "list_audio_files",
+    "fit_length",
+]
 
 TRAIN_STREAM = 0
 NORM_STREAM = 1
@@ -43,8 +54,15 @@ class EmbeddedSource:
         return "embedded corpus: " + self.corpus.describe()
 
 
-def open_corpus(spec: str, sample_rate: int = 16000, *, embedded_size: int = 2000, embedded_duration: float = 2.0,
-                seed: int = 0, max_bad_fraction: float = 0.01) -> ClipSource:
+def open_corpus(
+    spec: str,
+    sample_rate: int = 16000,
+    *,
+    embedded_size: int = 2000,
+    embedded_duration: float = 2.0,
+    seed: int = 0,
+    max_bad_fraction: float = 0.01,
+) -> ClipSource:
     """'embedded' -> the procedural corpus; a folder or a .csv/.txt list -> FileCorpus."""
     if spec == "embedded":
         return EmbeddedSource(embedded_size, sample_rate, embedded_duration, seed)
@@ -77,12 +95,14 @@ class StepBatchSampler(torch.utils.data.Sampler):
     Rank r of W takes slice [r*B/W, (r+1)*B/W) of each global batch, so ranks never share a clip.
     """
 
-    def __init__(self, n_items: int, global_batch: int, seed: int, start: int, stop: int,
-                 rank: int = 0, world_size: int = 1) -> None:
+    def __init__(
+        self, n_items: int, global_batch: int, seed: int, start: int, stop: int, rank: int = 0, world_size: int = 1
+    ) -> None:
         if global_batch > n_items:
             raise CorpusError(
                 f"batch size {global_batch} is larger than the corpus ({n_items} clips); lower train.batch_size "
-                "or use a larger corpus (train.embedded_size for the embedded one)")
+                "or use a larger corpus (train.embedded_size for the embedded one)"
+            )
         if global_batch % world_size:
             raise ValueError(f"batch size {global_batch} is not divisible by the {world_size} processes")
         self.n_items, self.global_batch, self.seed = n_items, global_batch, seed
@@ -100,7 +120,7 @@ class StepBatchSampler(torch.utils.data.Sampler):
         epoch, k = divmod(step, self.steps_per_epoch)
         per_rank = self.global_batch // self.world_size
         lo = k * self.global_batch + self.rank * per_rank
-        idx = self.permutation(epoch)[lo:lo + per_rank].tolist()
+        idx = self.permutation(epoch)[lo : lo + per_rank].tolist()
         return [(TRAIN_STREAM, epoch, i) for i in idx]
 
     def __iter__(self) -> Iterator[list[tuple[int, int, int]]]:

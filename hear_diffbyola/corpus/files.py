@@ -1,7 +1,6 @@
 """A user's own audio as a pretraining corpus: a folder (recursive) or a CSV/TXT list of files."""
-from __future__ import annotations
 
-from ..errors import DiffByolaError
+from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..audio import AUDIO_EXTENSIONS, AudioReadError, audio_info, read_audio
+from ..errors import DiffByolaError
 
 PATH_COLUMNS = ("path", "filename", "file", "fname")
 
@@ -54,7 +54,8 @@ def list_audio_files(spec: str | Path) -> list[Path]:
         if not files:
             raise CorpusError(
                 f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) found under folder {spec}; "
-                "point --corpus at a folder that contains audio, or at a .csv/.txt list of files")
+                "point --corpus at a folder that contains audio, or at a .csv/.txt list of files"
+            )
         return files
     if not spec.exists():
         raise CorpusError(f"corpus {spec} does not exist; give a folder of audio, a .csv/.txt list, or 'embedded'")
@@ -72,7 +73,9 @@ def list_audio_files(spec: str | Path) -> list[Path]:
         body = rows[1:] if col is not None else rows
         entries = [r[col or 0].strip() for r in body if r and r[col or 0].strip()]
     else:
-        raise CorpusError(f"corpus {spec}: expected a folder, a .txt or a .csv list, got a {suffix or 'suffix-less'} file")
+        raise CorpusError(
+            f"corpus {spec}: expected a folder, a .txt or a .csv list, got a {suffix or 'suffix-less'} file"
+        )
     if not entries:
         raise CorpusError(f"corpus list {spec} names no files")
     return [p if p.is_absolute() else spec.parent / p for p in map(Path, entries)]
@@ -108,14 +111,19 @@ class FileCorpus:
             self.rates.append(sr)
         frac = len(self.bad) / len(listed)
         if not self.files:
-            raise CorpusError(f"none of the {len(listed)} files of corpus {self.spec} could be read; first: "
-                              f"{self.bad[0][0]}: {self.bad[0][1]}.", self.bad)
+            raise CorpusError(
+                f"none of the {len(listed)} files of corpus {self.spec} could be read; first: "
+                f"{self.bad[0][0]}: {self.bad[0][1]}.",
+                self.bad,
+            )
         if frac > self.max_bad_fraction:
             first = "; ".join(f"{p}: {r}" for p, r in self.bad[:3])
             raise CorpusError(
                 f"{len(self.bad)} of {len(listed)} files ({frac:.1%}) in corpus {self.spec} are unreadable, more than "
                 f"max_bad_fraction={self.max_bad_fraction:.1%}. First: {first}. Fix or remove them, or raise "
-                "train.max_bad_fraction.", self.bad)
+                "train.max_bad_fraction.",
+                self.bad,
+            )
 
     def __len__(self) -> int:
         return len(self.files)
@@ -130,16 +138,15 @@ class FileCorpus:
 
     def describe(self) -> str:
         hours = sum(n / sr for n, sr in zip(self.frames, self.rates)) / 3600
-        return (f"{len(self.files)} audio files under {self.spec} ({hours:.2f} h), "
-                f"{len(self.bad)} unreadable left out")
+        return f"{len(self.files)} audio files under {self.spec} ({hours:.2f} h), {len(self.bad)} unreadable left out"
 
 
 def fit_length(x: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
     """Random crop to ``n_samples``, or zero-pad at a random offset when shorter (BYOL-A pads short clips)."""
     if len(x) >= n_samples:
         start = int(rng.integers(0, len(x) - n_samples + 1))
-        return x[start:start + n_samples]
+        return x[start : start + n_samples]
     out = np.zeros(n_samples, dtype=np.float32)
     start = int(rng.integers(0, n_samples - len(x) + 1))
-    out[start:start + len(x)] = x
+    out[start : start + len(x)] = x
     return out

@@ -10,13 +10,14 @@ vary a lot internally while keeping a class-specific spectro-temporal signature 
 All content stays below 0.45 * sample_rate (tonal content below 0.40 * sample_rate), so nothing aliases
 at low rates. Everything is vectorised numpy: a 2 s clip at 16 kHz renders in a few milliseconds.
 """
+
 from __future__ import annotations
 
 import functools
 import math
 import numbers
 import operator
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from scipy import fft as sfft
@@ -24,9 +25,9 @@ from scipy import fft as sfft
 __all__ = ["EVENT_CLASSES", "SCENE_CLASSES", "MIN_SAMPLE_RATE", "render_event", "render_scene", "EmbeddedCorpus"]
 
 MIN_SAMPLE_RATE = 4000
-_BAND_EDGE = 0.45   # hard ceiling of all content, as a fraction of the sample rate
+_BAND_EDGE = 0.45  # hard ceiling of all content, as a fraction of the sample rate
 _TONAL_EDGE = 0.40  # partials are faded out before this, so tonal classes never touch the ceiling
-_FLOOR_DB = -60.0   # noise floor of event clips, relative to the event peak
+_FLOOR_DB = -60.0  # noise floor of event clips, relative to the event peak
 _PEAK_RANGE = (0.1, 0.9)  # random output peak: loudness must not be a class cue
 _SNR_RANGE_DB = (-5.0, 15.0)
 _LONE_SCENE_SHARE = 0.6  # share of non-mixed items that are scenes: 0.3 of all items at mix_probability=0.5
@@ -38,6 +39,7 @@ _Synth = Callable[[np.random.Generator, int, int], Array]
 
 # ----------------------------------------------------------------------------------------------------------
 # validation
+
 
 def _check_sample_rate(sample_rate: object) -> int:
     ok = isinstance(sample_rate, (int, np.integer)) and not isinstance(sample_rate, bool)
@@ -70,6 +72,7 @@ def _check_label(label: object, table: dict[str, _Synth], kind: str) -> _Synth:
 
 # ----------------------------------------------------------------------------------------------------------
 # shared DSP helpers (float32 where the arrays are long: transcendental calls and FFTs are ~3x faster)
+
 
 def _loguniform(rng: np.random.Generator, lo: float, hi: float, size: int | None = None) -> Array | float:
     v = np.exp(rng.uniform(math.log(lo), math.log(hi), size))
@@ -112,8 +115,9 @@ def _bandlimit(x: Array, sr: int) -> Array:
     return sfft.irfft(spec, nfft)[..., :n]
 
 
-def _shaped_noise(rng: np.random.Generator, n: int, sr: int, gain: Callable[[Array], Array],
-                  shared: bool = True) -> Array:
+def _shaped_noise(
+    rng: np.random.Generator, n: int, sr: int, gain: Callable[[Array], Array], shared: bool = True
+) -> Array:
     """Noise with magnitude response gain(freqs) ((bins,) or (layers, bins)), unit RMS per layer.
 
     Random-phase spectra are far cheaper than time-domain noise + FFT filtering; shared=True drives all
@@ -223,6 +227,7 @@ def _spread_starts(offsets_s: Array, span_s: float, room_s: float) -> Array:
 # ----------------------------------------------------------------------------------------------------------
 # events: each synth gets (rng, sample_rate, n_samples of the event itself) and returns float32 (n,)
 
+
 def _ev_harmonic_vibrato(rng: np.random.Generator, sr: int, n: int) -> Array:
     t = _time(n, sr)
     f0 = _pick_freq(rng, 110.0, 800.0, sr, 0.08)
@@ -230,8 +235,11 @@ def _ev_harmonic_vibrato(rng: np.random.Generator, sr: int, n: int) -> Array:
     h = np.arange(1, n_h + 1)
     amps = h ** -rng.uniform(0.4, 2.0) * rng.uniform(0.4, 1.4, n_h)
     rate, depth, drift = rng.uniform(4.0, 8.0), rng.uniform(0.008, 0.04), rng.uniform(-0.08, 0.08)
-    f = f0 * (1.0 + drift * t / max(float(t[-1]), 1e-9)) * (
-        1.0 + depth * np.sin(np.float32(_TWO_PI * rate) * t + np.float32(rng.uniform(0, _TWO_PI))))
+    f = (
+        f0
+        * (1.0 + drift * t / max(float(t[-1]), 1e-9))
+        * (1.0 + depth * np.sin(np.float32(_TWO_PI * rate) * t + np.float32(rng.uniform(0, _TWO_PI))))
+    )
     amps = amps * _partial_gain(h * f0 * (1.0 + abs(drift)) * (1.0 + depth), sr)
     x = _harmonic_sum(_phase(f, sr), amps)
     return x * _adsr(n, rng.uniform(0.03, 0.25), rng.uniform(0.1, 0.4), rng.uniform(0.5, 1.0))
@@ -285,8 +293,9 @@ def _ev_click_train(rng: np.random.Generator, sr: int, n: int) -> Array:
     tau = float(_loguniform(rng, 0.0004, 0.003))
     taus = tau * rng.uniform(0.7, 1.3, count)
     length = min(n, int(6.0 * tau * 1.3 * sr) + 2)
-    grains = _damped_sines(sr, length, fc * rng.uniform(0.85, 1.15, count), taus, rng.uniform(0.5, 1.0, count),
-                           attack_s=0.0002)
+    grains = _damped_sines(
+        sr, length, fc * rng.uniform(0.85, 1.15, count), taus, rng.uniform(0.5, 1.0, count), attack_s=0.0002
+    )
     keep = starts < span
     return _overlap_add(n, np.round(starts[keep] * sr), grains[keep])
 
@@ -339,7 +348,7 @@ def _ev_bell(rng: np.random.Generator, sr: int, n: int) -> Array:
     taus = rng.uniform(0.2, 0.7) * (n / sr) * (base / base[0]) ** -rng.uniform(0.3, 1.0)
     live = amps > 0.0
     freqs, amps, taus = freqs[live], amps[live], taus[live]
-    phases = (np.arange(n, dtype=np.float64)[None, :] * (freqs[:, None] / sr) + rng.uniform(0, 1, len(freqs))[:, None])
+    phases = np.arange(n, dtype=np.float64)[None, :] * (freqs[:, None] / sr) + rng.uniform(0, 1, len(freqs))[:, None]
     grains = np.sin(_wrap(phases)) * np.exp(-t / taus[:, None].astype(np.float32))
     strike = np.minimum(t / np.float32(rng.uniform(0.001, 0.003)), 1.0)
     return (amps.astype(np.float32) @ grains) * strike
@@ -379,7 +388,7 @@ def _ev_bark_like(rng: np.random.Generator, sr: int, n: int) -> Array:
     f0 = _pick_freq(rng, 250.0, 700.0, sr, 0.08) * rng.uniform(0.9, 1.1, count)
     f = f0[b] * (1.15 - 0.35 * np.clip(local, 0.0, 1.0))  # pitch falls within each bark
     attack = rng.uniform(0.005, 0.015)
-    env = (np.minimum(local * durs[b] / attack, 1.0) * np.clip(1.0 - local, 0.0, 1.0) ** rng.uniform(1.0, 3.0))
+    env = np.minimum(local * durs[b] / attack, 1.0) * np.clip(1.0 - local, 0.0, 1.0) ** rng.uniform(1.0, 3.0)
     cycles = np.cumsum(f) / sr
     marks = np.flatnonzero(np.diff(np.floor(cycles))) + 1  # glottal-like pulse train, one pulse per period
     # breath noise, scaled against the pulse train's power (one unit pulse per period = f0 / sr per sample)
@@ -388,8 +397,11 @@ def _ev_bark_like(rng: np.random.Generator, sr: int, n: int) -> Array:
     source[marks] += env[marks].astype(np.float32)
     nfft = sfft.next_fast_len(n, real=True)
     fr = _freq_axis(nfft, sr)
-    formants = [(_pick_freq(rng, 500.0, 1000.0, sr, 0.12), 1.0), (_pick_freq(rng, 1100.0, 1900.0, sr, 0.22),
-                rng.uniform(0.3, 1.0)), (_pick_freq(rng, 2200.0, 3300.0, sr, 0.33), rng.uniform(0.1, 0.6))]
+    formants = [
+        (_pick_freq(rng, 500.0, 1000.0, sr, 0.12), 1.0),
+        (_pick_freq(rng, 1100.0, 1900.0, sr, 0.22), rng.uniform(0.3, 1.0)),
+        (_pick_freq(rng, 2200.0, 3300.0, sr, 0.33), rng.uniform(0.1, 0.6)),
+    ]
     shape = np.full(fr.shape, 0.02, dtype=np.float32)
     for centre, g in formants:
         shape += np.float32(g) / (1.0 + ((fr - np.float32(centre)) * np.float32(1.0 / rng.uniform(60.0, 250.0))) ** 2)
@@ -407,11 +419,17 @@ def _ev_knock(rng: np.random.Generator, sr: int, n: int) -> Array:
     onsets = _spread_starts(np.maximum.accumulate(onsets), span, length / sr)
     f1 = _pick_freq(rng, 80.0, 400.0, sr, 0.05)
     modes = f1 * np.array([1.0, rng.uniform(2.0, 3.2), rng.uniform(4.0, 6.5)])
-    body = _damped_sines(sr, length, modes, tau * np.array([1.0, rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.4)]),
-                         np.array([1.0, rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.4)]) * _partial_gain(modes, sr))
+    body = _damped_sines(
+        sr,
+        length,
+        modes,
+        tau * np.array([1.0, rng.uniform(0.3, 0.7), rng.uniform(0.15, 0.4)]),
+        np.array([1.0, rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.4)]) * _partial_gain(modes, sr),
+    )
     tg = _time(length, sr)
     hit = rng.standard_normal((count, length), dtype=np.float32) * (
-        np.exp(-tg / np.float32(rng.uniform(0.0005, 0.002))) * np.float32(rng.uniform(0.2, 0.8)))
+        np.exp(-tg / np.float32(rng.uniform(0.0005, 0.002))) * np.float32(rng.uniform(0.2, 0.8))
+    )
     level = rng.uniform(0.6, 1.0, count) * np.linspace(1.0, rng.uniform(0.5, 1.0), count)
     return _overlap_add(n, np.round(onsets * sr), (body.sum(axis=0) + hit) * level[:, None].astype(np.float32))
 
@@ -470,16 +488,23 @@ EVENT_CLASSES: tuple[str, ...] = tuple(_EVENTS)
 # ----------------------------------------------------------------------------------------------------------
 # scenes: each synth gets (rng, sample_rate, n_samples) and fills all n samples (float32)
 
+
 def _spectrum_rms(spec: Array) -> float:
-    return max(math.sqrt(float(np.sum(spec.real ** 2 + spec.imag ** 2))), 1e-12)
+    return max(math.sqrt(float(np.sum(spec.real**2 + spec.imag**2))), 1e-12)
 
 
 def _channel_eq(rng: np.random.Generator, sr: int) -> Callable[[Array], Array]:
     """Random colouring (tilt + two +-9 dB peaks/dips), like recordings of one scene type made with
     different microphones and rooms: without it a noise-texture class would have one fixed spectrum."""
     alpha = rng.uniform(-0.7, 0.7)
-    bumps = [(_pick_freq(rng, 200.0, 6000.0, sr, 0.35), rng.uniform(-9.0, 9.0) * math.log(10.0) / 20.0,
-              rng.uniform(0.3, 1.0)) for _ in range(2)]
+    bumps = [
+        (
+            _pick_freq(rng, 200.0, 6000.0, sr, 0.35),
+            rng.uniform(-9.0, 9.0) * math.log(10.0) / 20.0,
+            rng.uniform(0.3, 1.0),
+        )
+        for _ in range(2)
+    ]
 
     def eq(f: Array) -> Array:
         g = (np.maximum(f, np.float32(20.0)) * np.float32(1e-3)) ** np.float32(alpha)
@@ -507,7 +532,8 @@ def _sc_rain(rng: np.random.Generator, sr: int, n: int) -> Array:
     hiss = np.empty(f.shape, np.complex64)
     hiss.real, hiss.imag = hiss_gain * np.cos(phase), hiss_gain * np.sin(phase)
     spec = drops * np.float32(rng.uniform(0.3, 1.0) / _spectrum_rms(drops)) + hiss * np.float32(
-        rng.uniform(0.3, 1.0) / _spectrum_rms(hiss))
+        rng.uniform(0.3, 1.0) / _spectrum_rms(hiss)
+    )
     x = sfft.irfft(spec, nfft)[:n]
     depth = rng.uniform(0.0, 0.5)
     return x * (1.0 + depth * (2.0 * _smooth_random(rng, n, sr, rng.uniform(0.1, 0.5)) - 1.0))
@@ -519,10 +545,21 @@ def _sc_traffic(rng: np.random.Generator, sr: int, n: int) -> Array:
     f_tyre = _pick_freq(rng, 500.0, 2000.0, sr, 0.15)
     f_eng = np.float32(_pick_freq(rng, 150.0, 500.0, sr, 0.05))
     eq = _channel_eq(rng, sr)
-    layers = _shaped_noise(rng, n, sr, lambda f: eq(f) * np.stack([
-        1.0 / (1.0 + (f / fr) ** 2) * (f > 15.0),          # distant rumble
-        1.0 / (1.0 + (f / f_eng) ** 2) * (f > 25.0),       # engine noise of passing vehicles
-        _log_gauss(f, f_tyre, 0.8)]))                       # tyre hiss
+    layers = _shaped_noise(
+        rng,
+        n,
+        sr,
+        lambda f: (
+            eq(f)
+            * np.stack(
+                [
+                    1.0 / (1.0 + (f / fr) ** 2) * (f > 15.0),  # distant rumble
+                    1.0 / (1.0 + (f / f_eng) ** 2) * (f > 25.0),  # engine noise of passing vehicles
+                    _log_gauss(f, f_tyre, 0.8),
+                ]
+            )
+        ),
+    )  # tyre hiss
     count = min(12, max(1, int(rng.poisson(rng.uniform(0.15, 0.8) * (span + 2.0)))))
     centres = rng.uniform(-1.0, span + 1.0, count)
     widths = rng.uniform(0.4, 2.0, count)
@@ -533,7 +570,7 @@ def _sc_traffic(rng: np.random.Generator, sr: int, n: int) -> Array:
     x = layers[0] * np.float32(rng.uniform(0.3, 1.0))
     h = np.arange(1, 6)
     reach = 3.0  # window half-width in units of the vehicle's width
-    edge = 1.0 / (1.0 + reach ** 2)
+    edge = 1.0 / (1.0 + reach**2)
     for c in range(count):  # a handful of vehicles; each one vectorised over its own time window
         lo = max(0, int((centres[c] - reach * widths[c]) * sr))
         hi = min(n, int((centres[c] + reach * widths[c]) * sr) + 1)
@@ -577,7 +614,7 @@ def _sc_wind(rng: np.random.Generator, sr: int, n: int) -> Array:
     gust = 0.35 + 0.65 * _smooth_random(rng, n, sr, rng.uniform(0.05, 0.3))
     x = gust * np.einsum("kn,kn->n", layers[:k], moves)
     if whistle:
-        x += np.float32(rng.uniform(0.1, 0.4)) * gust ** 2 * layers[k]
+        x += np.float32(rng.uniform(0.1, 0.4)) * gust**2 * layers[k]
     return x
 
 
@@ -597,18 +634,38 @@ def _sc_machinery(rng: np.random.Generator, sr: int, n: int) -> Array:
     fp, fl = np.float32(_pick_freq(rng, 300.0, 3000.0, sr, 0.3)), np.float32(_pick_freq(rng, 2000.0, 8000.0, sr, 0.4))
     peak = np.float32(rng.uniform(0.5, 3.0))
     eq = _channel_eq(rng, sr)
-    fan = _shaped_noise(rng, n, sr, lambda f: eq(f) * (1.0 / np.sqrt(np.maximum(f, np.float32(20.0)))
-                                               + peak * _log_gauss(f, fp, 0.2) / np.sqrt(fp)) / (1.0 + (f / fl) ** 2))
+    fan = _shaped_noise(
+        rng,
+        n,
+        sr,
+        lambda f: (
+            eq(f)
+            * (1.0 / np.sqrt(np.maximum(f, np.float32(20.0))) + peak * _log_gauss(f, fp, 0.2) / np.sqrt(fp))
+            / (1.0 + (f / fl) ** 2)
+        ),
+    )
     rate = float(_loguniform(rng, 1.0, 12.0))
     count = int(span * rate) + 1
     onsets = (np.arange(count) + rng.uniform(-0.05, 0.05, count)) / rate + rng.uniform(0.0, 1.0 / rate)
     tau = rng.uniform(0.001, 0.005)
     length = min(n, int(6.0 * tau * sr) + 1)
-    ticks = _overlap_add(n, np.round(np.clip(onsets, 0.0, None) * sr),
-                         _damped_sines(sr, length, _pick_freq(rng, 1000.0, 5000.0, sr, 0.3) * np.ones(count),
-                                       tau * np.ones(count), rng.uniform(0.7, 1.0, count), attack_s=0.001))
-    return (hum * np.float32(rng.uniform(0.3, 1.0)) + fan * np.float32(rng.uniform(0.3, 1.0))
-            + ticks * np.float32(rng.uniform(0.0, 2.0)))
+    ticks = _overlap_add(
+        n,
+        np.round(np.clip(onsets, 0.0, None) * sr),
+        _damped_sines(
+            sr,
+            length,
+            _pick_freq(rng, 1000.0, 5000.0, sr, 0.3) * np.ones(count),
+            tau * np.ones(count),
+            rng.uniform(0.7, 1.0, count),
+            attack_s=0.001,
+        ),
+    )
+    return (
+        hum * np.float32(rng.uniform(0.3, 1.0))
+        + fan * np.float32(rng.uniform(0.3, 1.0))
+        + ticks * np.float32(rng.uniform(0.0, 2.0))
+    )
 
 
 def _sc_stream(rng: np.random.Generator, sr: int, n: int) -> Array:
@@ -646,6 +703,7 @@ SCENE_CLASSES: tuple[str, ...] = tuple(_SCENES)
 # ----------------------------------------------------------------------------------------------------------
 # public rendering
 
+
 def _normalise(x: Array, rng: np.random.Generator) -> Array:
     peak = float(np.max(np.abs(x)))
     if not math.isfinite(peak) or peak <= 0.0:
@@ -667,12 +725,12 @@ def _render_event(label: str, rng: np.random.Generator, sr: int, n: int) -> tupl
         core[:fade_in] *= (0.5 - 0.5 * np.cos(np.pi * np.arange(fade_in) / fade_in)).astype(np.float32)
     if fade_out:
         ramp = 0.5 + 0.5 * np.cos(np.pi * np.arange(1, fade_out + 1) / fade_out)
-        core[length - fade_out:] *= ramp.astype(np.float32)
+        core[length - fade_out :] *= ramp.astype(np.float32)
     level = max(float(np.max(np.abs(core))), 1e-6)
     # uniform noise is ~5x cheaper than Gaussian; sqrt(12) gives it the floor's RMS
     x = rng.random(n, dtype=np.float32) - np.float32(0.5)
     x *= np.float32(level * 10.0 ** (_FLOOR_DB / 20.0) * math.sqrt(12.0))
-    x[start:start + length] += core
+    x[start : start + length] += core
     if label in _NEEDS_BANDLIMIT:
         x = _bandlimit(x, sr)
     return _normalise(x, rng), start, length
@@ -710,8 +768,14 @@ class EmbeddedCorpus:
     do not depend on access order or on which worker process renders them.
     """
 
-    def __init__(self, size: int = 2000, sample_rate: int = 16000, duration: float = 2.0, seed: int = 0,
-                 mix_probability: float = 0.5) -> None:
+    def __init__(
+        self,
+        size: int = 2000,
+        sample_rate: int = 16000,
+        duration: float = 2.0,
+        seed: int = 0,
+        mix_probability: float = 0.5,
+    ) -> None:
         if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size <= 0:
             raise ValueError(f"size must be a positive integer, got {size!r}")
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -768,16 +832,18 @@ class EmbeddedCorpus:
         if kind == "scene":
             return _normalise(background, rng)
         fg, start, length = _render_event(event, rng, sr, n)
-        fg_rms = math.sqrt(float(np.mean(fg[start:start + length] ** 2))) + 1e-12  # RMS while the event sounds
-        bg_rms = math.sqrt(float(np.mean(background ** 2))) + 1e-12
+        fg_rms = math.sqrt(float(np.mean(fg[start : start + length] ** 2))) + 1e-12  # RMS while the event sounds
+        bg_rms = math.sqrt(float(np.mean(background**2))) + 1e-12
         snr_db = rng.uniform(*_SNR_RANGE_DB)
         return _normalise(background + fg * (bg_rms / fg_rms * 10.0 ** (snr_db / 20.0)), rng)
 
     def describe(self) -> str:
         """One line for logs."""
-        return (f"EmbeddedCorpus(size={self.size}, sample_rate={self.sample_rate}, duration={self.duration:g}s, "
-                f"seed={self.seed}, mix_probability={self.mix_probability:g}, classes={len(EVENT_CLASSES)} events"
-                f" + {len(SCENE_CLASSES)} scenes)")
+        return (
+            f"EmbeddedCorpus(size={self.size}, sample_rate={self.sample_rate}, duration={self.duration:g}s, "
+            f"seed={self.seed}, mix_probability={self.mix_probability:g}, classes={len(EVENT_CLASSES)} events"
+            f" + {len(SCENE_CLASSES)} scenes)"
+        )
 
     def __repr__(self) -> str:
         return self.describe()

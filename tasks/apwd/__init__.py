@@ -5,6 +5,7 @@
 (frozen audio embeddings, cached), ``retrieval`` (the Fig. 3 system, R@K), ``evaluate`` (end to end),
 ``cli`` (``hear-diffbyola apwd build|eval|table``).
 """
+
 from __future__ import annotations
 
 from .vocab import APwDError

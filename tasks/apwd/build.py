@@ -21,15 +21,17 @@ not run on Python 3.11 + numpy 2 (see ``tasks/mixing.py``):
 ``vocab.SYNTHETIC_EVENT``; dev and eval pools from different seeds) and then runs the same recipe on them.
 Pair ``i`` of a split depends only on (seed, scene, split, i).
 """
+
 from __future__ import annotations
 
 import csv
 import functools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -55,7 +57,7 @@ class BuildConfig:
     onset_max: float = 8.0
     event_duration: tuple[float, float] = (3.0, 5.0)
     snr_db: tuple[float, float] = (6.0, 10.0)
-    ref_db: tuple[float, float] = (-40.0, -25.0)   # loudness of each background crop; our choice
+    ref_db: tuple[float, float] = (-40.0, -25.0)  # loudness of each background crop; our choice
     bg_offset_max: float = 10.0
     peak_limit: float = 0.99
     seed: int = 0
@@ -74,7 +76,7 @@ class BuildConfig:
         return self.n_dev if split == "dev" else self.n_eval
 
     @classmethod
-    def synthetic(cls, **overrides: Any) -> "BuildConfig":
+    def synthetic(cls, **overrides: Any) -> BuildConfig:
         """Small defaults for --synthetic: 16 kHz, 4 s clips (onset range scaled with the clip), 160/80 pairs."""
         base = cls(sample_rate=16000, duration=4.0, n_dev=160, n_eval=80, onset_max=2.0, bg_offset_max=4.0)
         return replace(base, **overrides)
@@ -82,9 +84,9 @@ class BuildConfig:
 
 @dataclass(frozen=True)
 class SourceFile:
-    name: str    # as written to the JAMS 'source_file'
-    path: Path   # on disk
-    label: str   # as written to the JAMS 'label'
+    name: str  # as written to the JAMS 'source_file'
+    path: Path  # on disk
+    label: str  # as written to the JAMS 'label'
 
 
 @dataclass
@@ -100,11 +102,14 @@ class SourcePool:
                 raise APwDError(f"scene {scene}: no background clips for the {split} split")
             empty = [k for k, v in self.events.get(split, {}).items() if not v]
             if not self.events.get(split) or empty:
-                raise APwDError(f"scene {scene}: no event clips for the {split} split{' of ' + ', '.join(empty) if empty else ''}")
+                raise APwDError(
+                    f"scene {scene}: no event clips for the {split} split{' of ' + ', '.join(empty) if empty else ''}"
+                )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # source lists
+
 
 def esc50_events(esc50_dir: str | Path) -> dict[str, dict[str, list[SourceFile]]]:
     """{split: {APwD label: files}} from ESC-50's meta/esc50.csv (fold 5 -> eval, folds 1-4 -> dev)."""
@@ -135,11 +140,16 @@ def fsd50k_backgrounds(fsd50k_dir: str | Path, fsd_label: str, jams_label: str) 
     """{split: files} of FSD50K clips carrying ``fsd_label`` (FSD50K dev -> dev, FSD50K eval -> eval)."""
     root = Path(fsd50k_dir)
     out: dict[str, list[SourceFile]] = {s: [] for s in SPLIT_NAMES}
-    for split, csv_name, audio_dir in (("dev", "dev.csv", "FSD50K.dev_audio"), ("eval", "eval.csv", "FSD50K.eval_audio")):
+    for split, csv_name, audio_dir in (
+        ("dev", "dev.csv", "FSD50K.dev_audio"),
+        ("eval", "eval.csv", "FSD50K.eval_audio"),
+    ):
         gt = root / "FSD50K.ground_truth" / csv_name
         if not gt.is_file():
-            raise APwDError(f"{gt} not found: --fsd50k must be the FSD50K folder holding FSD50K.ground_truth/, "
-                            "FSD50K.dev_audio/ and FSD50K.eval_audio/")
+            raise APwDError(
+                f"{gt} not found: --fsd50k must be the FSD50K folder holding FSD50K.ground_truth/, "
+                "FSD50K.dev_audio/ and FSD50K.eval_audio/"
+            )
         with open(gt, newline="") as fh:
             for row in csv.DictReader(fh):
                 if fsd_label in row.get("labels", "").split(","):
@@ -152,12 +162,16 @@ def fsd50k_backgrounds(fsd50k_dir: str | Path, fsd_label: str, jams_label: str) 
 
 def real_pool(esc50_dir: str | Path, fsd50k_dir: str | Path, scene: str) -> SourcePool:
     sc = SCENES[scene]
-    pool = SourcePool(backgrounds=fsd50k_backgrounds(fsd50k_dir, sc.fsd50k_label, sc.jams_label), events=esc50_events(esc50_dir))
+    pool = SourcePool(
+        backgrounds=fsd50k_backgrounds(fsd50k_dir, sc.fsd50k_label, sc.jams_label), events=esc50_events(esc50_dir)
+    )
     pool.check(scene)
     return pool
 
 
-def synthetic_pool(out: Path, scene: str, config: BuildConfig, n_backgrounds: int = 8, n_events: int = 12) -> SourcePool:
+def synthetic_pool(
+    out: Path, scene: str, config: BuildConfig, n_backgrounds: int = 8, n_events: int = 12
+) -> SourcePool:
     """Render background and event source files from the embedded corpus into ``out/source``."""
     from hear_diffbyola.corpus.synthetic import render_event, render_scene
 
@@ -189,13 +203,14 @@ def synthetic_pool(out: Path, scene: str, config: BuildConfig, n_backgrounds: in
 # ----------------------------------------------------------------------------------------------------------
 # signal preparation
 
+
 def active_region(x: np.ndarray, sr: int, frame_s: float = 0.02, within_db: float = 20.0) -> tuple[int, int]:
     """[start, end) samples from the first to the last 20 ms frame whose RMS is within ``within_db`` of the loudest."""
     hop = max(1, int(round(frame_s * sr)))
     n = len(x) // hop
     if n == 0:
         return 0, len(x)
-    rms = np.sqrt(np.mean(x[:n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))  # (n,)
+    rms = np.sqrt(np.mean(x[: n * hop].reshape(n, hop).astype(np.float64) ** 2, axis=1))  # (n,)
     active = np.flatnonzero(rms >= rms.max() * 10.0 ** (-within_db / 20.0))
     if active.size == 0 or rms.max() == 0.0:
         return 0, len(x)
@@ -243,16 +258,20 @@ def load_background(src: SourceFile, sr: int, min_seconds: float) -> np.ndarray:
 def _scaled(x: np.ndarray, sr: int, target_lufs: float, what: SourceFile) -> np.ndarray:
     lufs = event_loudness(x, sr)
     if lufs <= LUFS_FLOOR:
-        raise APwDError(f"{what.path} is silent where it is used (loudness at the {LUFS_FLOOR} LUFS floor); "
-                        "remove it from the source folder")
+        raise APwDError(
+            f"{what.path} is silent where it is used (loudness at the {LUFS_FLOOR} LUFS floor); "
+            "remove it from the source folder"
+        )
     return x.astype(np.float64) * gain_to(lufs, target_lufs)
 
 
 # ----------------------------------------------------------------------------------------------------------
 # pairs
 
-def render_pair(rng: np.random.Generator, pool: SourcePool, split: str, config: BuildConfig
-                ) -> tuple[np.ndarray, np.ndarray, list[Source], list[Source], float]:
+
+def render_pair(
+    rng: np.random.Generator, pool: SourcePool, split: str, config: BuildConfig
+) -> tuple[np.ndarray, np.ndarray, list[Source], list[Source], float]:
     """(s1 audio, s2 audio, s1 sources, s2 sources, ref_db) of one pair, by the recipe in the module docstring."""
     sr, n = config.sample_rate, int(round(config.duration * config.sample_rate))
     bgs = pool.backgrounds[split]
@@ -264,9 +283,18 @@ def render_pair(rng: np.random.Generator, pool: SourcePool, split: str, config: 
         for i in picks:
             bg = load_background(bgs[i], sr, config.duration + config.bg_offset_max)
             start = int(rng.integers(0, min(len(bg) - n, int(config.bg_offset_max * sr)) + 1))
-            mix += _scaled(bg[start:start + n], sr, ref_db, bgs[i])
-            srcs.append(Source(label=bgs[i].label, role="background", source_file=bgs[i].name,
-                               source_time=start / sr, event_time=0.0, event_duration=config.duration, snr=0.0))
+            mix += _scaled(bg[start : start + n], sr, ref_db, bgs[i])
+            srcs.append(
+                Source(
+                    label=bgs[i].label,
+                    role="background",
+                    source_file=bgs[i].name,
+                    source_time=start / sr,
+                    event_time=0.0,
+                    event_duration=config.duration,
+                    snr=0.0,
+                )
+            )
         sides.append(mix)
         sources.append(srcs)
     labels = sorted(pool.events[split])
@@ -278,9 +306,18 @@ def render_pair(rng: np.random.Generator, pool: SourcePool, split: str, config: 
         length = max(1, min(len(ev), int(round(rng.uniform(*config.event_duration) * sr)), n))
         onset = min(int(round(rng.uniform(0.0, config.onset_max) * sr)), n - length)
         snr = float(rng.uniform(*config.snr_db))
-        sides[0][onset:onset + length] += _scaled(ev[:length], sr, ref_db + snr, src)
-        sources[0].append(Source(label=src.label, role="foreground", source_file=src.name, source_time=0.0,
-                                 event_time=onset / sr, event_duration=length / sr, snr=snr))
+        sides[0][onset : onset + length] += _scaled(ev[:length], sr, ref_db + snr, src)
+        sources[0].append(
+            Source(
+                label=src.label,
+                role="foreground",
+                source_file=src.name,
+                source_time=0.0,
+                event_time=onset / sr,
+                event_duration=length / sr,
+                snr=snr,
+            )
+        )
     scale = peak_scale(sides, config.peak_limit)
     return (sides[0] * scale).astype(np.float32), (sides[1] * scale).astype(np.float32), sources[0], sources[1], ref_db
 
@@ -306,8 +343,13 @@ def build_scene(out: str | Path, scene: str, pool: SourcePool, config: BuildConf
             a1, a2, src1, src2, ref_db = render_pair(rng, pool, split, config)
             stem = pair_stem(scene, split, i, n)
             for side, audio, srcs in (("s1", a1, src1), ("s2", a2, src2)):
-                write_jams(scene_dir / split / "jams" / f"{stem}_{side}.jams", srcs, config.duration,
-                           config.sample_rate, ref_db)
+                write_jams(
+                    scene_dir / split / "jams" / f"{stem}_{side}.jams",
+                    srcs,
+                    config.duration,
+                    config.sample_rate,
+                    ref_db,
+                )
                 write_audio(scene_dir / split / "wav" / f"{stem}_{side}.wav", audio, config.sample_rate)
     return scene_dir
 
@@ -319,9 +361,16 @@ def is_build_folder(out: Path) -> bool:
     return bool(scenes) and all(c in scenes or (c.name == "source" and c.is_dir()) for c in children)
 
 
-def build(out: str | Path, scenes: Iterable[str], config: BuildConfig, esc50: str | Path | None = None,
-          fsd50k: str | Path | None = None, synthetic: bool = False, progress: bool = True,
-          force: bool = False) -> dict[str, Path]:
+def build(
+    out: str | Path,
+    scenes: Iterable[str],
+    config: BuildConfig,
+    esc50: str | Path | None = None,
+    fsd50k: str | Path | None = None,
+    synthetic: bool = False,
+    progress: bool = True,
+    force: bool = False,
+) -> dict[str, Path]:
     """Build the APwD folder for ``scenes`` from ESC-50 + FSD50K, or from the embedded corpus if ``synthetic``.
 
     Each scene folder gets ``apwd_build.json``: the configuration and how many source files each split drew on.
@@ -345,10 +394,20 @@ def build(out: str | Path, scenes: Iterable[str], config: BuildConfig, esc50: st
         for scene in scenes:
             pool = synthetic_pool(tmp, scene, config) if synthetic else pools[scene]
             scene_dir = build_scene(tmp, scene, pool, config, progress)
-            info = {"format": "hear-diffbyola/apwd/1", "scene": scene, "synthetic": synthetic, "config": asdict(config),
-                    "esc50": None if esc50 is None else str(esc50), "fsd50k": None if fsd50k is None else str(fsd50k),
-                    "sources": {split: {"backgrounds": len(pool.backgrounds[split]),
-                                        "events": {k: len(v) for k, v in pool.events[split].items()}}
-                                for split in SPLIT_NAMES}}
+            info = {
+                "format": "hear-diffbyola/apwd/1",
+                "scene": scene,
+                "synthetic": synthetic,
+                "config": asdict(config),
+                "esc50": None if esc50 is None else str(esc50),
+                "fsd50k": None if fsd50k is None else str(fsd50k),
+                "sources": {
+                    split: {
+                        "backgrounds": len(pool.backgrounds[split]),
+                        "events": {k: len(v) for k, v in pool.events[split].items()},
+                    }
+                    for split in SPLIT_NAMES
+                },
+            }
             (scene_dir / "apwd_build.json").write_text(json.dumps(info, indent=1))
     return {scene: out / f"apwd_{scene}_sc" for scene in scenes}

@@ -6,6 +6,7 @@ list of clips), keyed on ``Embedder.identity``, the norm stats it applies and th
 path, size and mtime), so an evaluation repeated with the same model and folder loads the embeddings
 instead of recomputing them, and any change to either recomputes.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,14 @@ def data_key(paths: Sequence[Path]) -> str:
     return h.hexdigest()
 
 
-def embed_files(embedder: Embedder, paths: Sequence[Path], cache_dir: str | Path | None = None,
-                batch_size: int = 16, progress: bool = True, desc: str = "embedding") -> torch.Tensor:
+def embed_files(
+    embedder: Embedder,
+    paths: Sequence[Path],
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    desc: str = "embedding",
+) -> torch.Tensor:
     """Clip embeddings (len(paths), d) of audio files, loaded from / saved to ``cache_dir`` when given."""
     from tqdm import tqdm
 
@@ -41,13 +48,16 @@ def embed_files(embedder: Embedder, paths: Sequence[Path], cache_dir: str | Path
 
     def compute() -> dict:
         with tqdm(total=len(paths), desc=desc, disable=not progress, unit="clip") as bar:
-            return {"embeddings": embed_audio_files(embedder, paths, batch_size, bar, "re-render the pair or remove it")}
+            return {
+                "embeddings": embed_audio_files(embedder, paths, batch_size, bar, "re-render the pair or remove it")
+            }
 
     path = None
     key = {"format": CACHE_FORMAT, "embedder": embedder.identity, "norm": embedder.norm.cache_key()}
     if cache_dir is not None:
         key["data"] = data_key(paths)
         path = cache_file(cache_dir, embedder.name, key)
+
     def check(arrays: dict) -> None:  # NaN/Inf never scores (and is never cached)
         embedder.check_finite({desc: arrays["embeddings"]}, {desc: [str(p) for p in paths]})
 

@@ -14,12 +14,14 @@ by default, as in the paper), and our model's log-mels are normalised with the s
 dev audio (``norm="task"``, BYOL-A's evaluation) unless ``norm="weights"`` keeps the weights file's. The
 JSON records, per scene, the statistics applied (``"norm"``) and per run the selection and epoch kept.
 """
+
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -41,8 +43,14 @@ def pair_queries(pairs: Sequence[Pair]) -> tuple[list[Path], list[tuple[str, ...
     return wavs, labels, queries
 
 
-def make_queryset(clip_emb: torch.Tensor, clip_labels: Sequence[Sequence[str]], queries: Sequence[tuple[int, str, int, int]],
-                  vocab: Sequence[str], texts: Sequence[str], text_emb: torch.Tensor) -> QuerySet:
+def make_queryset(
+    clip_emb: torch.Tensor,
+    clip_labels: Sequence[Sequence[str]],
+    queries: Sequence[tuple[int, str, int, int]],
+    vocab: Sequence[str],
+    texts: Sequence[str],
+    text_emb: torch.Tensor,
+) -> QuerySet:
     """Tensors for the retrieval system; ``texts``/``text_emb`` must hold every query's modifier. Events not
     in ``vocab`` (the training events) get no column: the classifier has no output for them."""
     col = {x: j for j, x in enumerate(vocab)}
@@ -52,29 +60,54 @@ def make_queryset(clip_emb: torch.Tensor, clip_labels: Sequence[Sequence[str]], 
             if x in col:
                 multi_hot[i, col[x]] = 1.0
     row = {t: j for j, t in enumerate(texts)}
+
     def column(values: list[int]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.long)
 
-    return QuerySet(clip_emb.float(), multi_hot, text_emb.float(), column([x[0] for x in queries]),
-                    column([row[x[1]] for x in queries]), column([x[2] for x in queries]),
-                    column([x[3] for x in queries]), list(texts))
+    return QuerySet(
+        clip_emb.float(),
+        multi_hot,
+        text_emb.float(),
+        column([x[0] for x in queries]),
+        column([row[x[1]] for x in queries]),
+        column([x[2] for x in queries]),
+        column([x[3] for x in queries]),
+        list(texts),
+    )
 
 
 def summarise(values: Sequence[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "per_seed": list(values)}
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "per_seed": list(values),
+    }
 
 
-def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder: TextEncoder,
-                   config: RetrievalConfig, seeds: Sequence[int], cache_dir: str | Path | None, progress: bool,
-                   norm: str = "task") -> dict[str, Any]:
+def evaluate_scene(
+    scene_dir: Path,
+    scene: str,
+    embedder: Embedder,
+    text_encoder: TextEncoder,
+    config: RetrievalConfig,
+    seeds: Sequence[int],
+    cache_dir: str | Path | None,
+    progress: bool,
+    norm: str = "task",
+) -> dict[str, Any]:
     dev, test = read_pairs(scene_dir, "dev"), read_pairs(scene_dir, "eval")
     vocab = event_vocabulary(list(dev))  # training events only: the test split never shapes the model
     wav_d, lab_d, q_d = pair_queries(dev)
     wav_t, lab_t, q_t = pair_queries(test)
-    embedder = task_normalised(embedder, wav_d, norm, cache_dir=cache_dir,
-                               data_id=f"apwd:{data_key(wav_d)}" if cache_dir is not None else None,
-                               damaged_hint="re-render the pair or remove it", progress=progress)
+    embedder = task_normalised(
+        embedder,
+        wav_d,
+        norm,
+        cache_dir=cache_dir,
+        data_id=f"apwd:{data_key(wav_d)}" if cache_dir is not None else None,
+        damaged_hint="re-render the pair or remove it",
+        progress=progress,
+    )
     emb_d = embed_files(embedder, wav_d, cache_dir, progress=progress, desc=f"{scene}/dev embeddings")
     emb_t = embed_files(embedder, wav_t, cache_dir, progress=progress, desc=f"{scene}/eval embeddings")
     texts = sorted({x[1] for x in q_d + q_t})
@@ -86,23 +119,48 @@ def evaluate_scene(scene_dir: Path, scene: str, embedder: Embedder, text_encoder
         train, val = dev_qs.split(config.val_fraction, torch.Generator().manual_seed(seed))
         model, hist = train_retrieval(train, val, config, seed, progress, desc=f"{scene} seed {seed}")
         rank = query_ranks(model, test_qs)  # queries alternate: (s1, remove) -> s2, (s2, add) -> s1
-        runs.append({"seed": seed, **recalls(rank), "remove": recalls(rank[0::2]), "add": recalls(rank[1::2]),
-                     "selected_by": hist["selected_by"], "best_epoch": hist["best_epoch"],
-                     "epochs_run": hist["epochs_run"], "best_val_loss": hist["best_val_loss"],
-                     "best_val_recall": hist["best_val_recall"]})
+        runs.append(
+            {
+                "seed": seed,
+                **recalls(rank),
+                "remove": recalls(rank[0::2]),
+                "add": recalls(rank[1::2]),
+                "selected_by": hist["selected_by"],
+                "best_epoch": hist["best_epoch"],
+                "epochs_run": hist["epochs_run"],
+                "best_val_loss": hist["best_val_loss"],
+                "best_val_recall": hist["best_val_recall"],
+            }
+        )
     n_gallery = test_qs.clips.shape[0] - 1
-    return {"metrics": {f"R@{k}": summarise([r[f"R@{k}"] for r in runs]) for k in KS},
-            "by_direction": {d: {f"R@{k}": summarise([r[d][f"R@{k}"] for r in runs]) for k in KS}
-                             for d in ("remove", "add")}, "runs": runs,
-            "chance": {f"R@{k}": min(1.0, k / n_gallery) for k in KS}, "events": list(vocab),
-            "n_pairs": {"dev": len(dev), "eval": len(test)}, "n_queries": {"train+val": len(dev_qs), "test": len(test_qs)},
-            "n_texts": len(texts), "example_texts": [q_t[0][1], q_t[1][1]],
-            "norm": norm_record(embedder, norm), "model_identity": embedder.identity}
+    return {
+        "metrics": {f"R@{k}": summarise([r[f"R@{k}"] for r in runs]) for k in KS},
+        "by_direction": {
+            d: {f"R@{k}": summarise([r[d][f"R@{k}"] for r in runs]) for k in KS} for d in ("remove", "add")
+        },
+        "runs": runs,
+        "chance": {f"R@{k}": min(1.0, k / n_gallery) for k in KS},
+        "events": list(vocab),
+        "n_pairs": {"dev": len(dev), "eval": len(test)},
+        "n_queries": {"train+val": len(dev_qs), "test": len(test_qs)},
+        "n_texts": len(texts),
+        "example_texts": [q_t[0][1], q_t[1][1]],
+        "norm": norm_record(embedder, norm),
+        "model_identity": embedder.identity,
+    }
 
 
-def evaluate_apwd(data: str | Path, embedder: Embedder, text_encoder: TextEncoder, scenes: Sequence[str] | None = None,
-                  seeds: Sequence[int] = (0, 1, 2), config: RetrievalConfig = RetrievalConfig(),
-                  cache_dir: str | Path | None = None, progress: bool = True, norm: str = "task") -> dict[str, Any]:
+def evaluate_apwd(
+    data: str | Path,
+    embedder: Embedder,
+    text_encoder: TextEncoder,
+    scenes: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    config: RetrievalConfig = RetrievalConfig(),
+    cache_dir: str | Path | None = None,
+    progress: bool = True,
+    norm: str = "task",
+) -> dict[str, Any]:
     """R@1/5/10 per scene, mean +- std over ``seeds``, for one audio encoder and one text encoder.
     ``norm``: "task" (our model normalised with each scene's dev-audio statistics) or "weights"."""
     found = scene_dirs(data)
@@ -112,11 +170,21 @@ def evaluate_apwd(data: str | Path, embedder: Embedder, text_encoder: TextEncode
         raise APwDError(f"scene(s) {missing} not in {data} (found: {', '.join(sorted(found))})")
     if not seeds:
         raise APwDError("need at least one seed")
-    return {"format": "hear-diffbyola/apwd-results/1", "model": embedder.name, "model_identity": embedder.identity,
-            "text_encoder": text_encoder.name, "text_encoder_identity": text_encoder.identity, "data": str(data),
-            "seeds": list(seeds), "config": config.to_dict(), "norm": norm,
-            "scenes": {s: evaluate_scene(found[s], s, embedder, text_encoder, config, seeds, cache_dir, progress, norm)
-                       for s in wanted}}
+    return {
+        "format": "hear-diffbyola/apwd-results/1",
+        "model": embedder.name,
+        "model_identity": embedder.identity,
+        "text_encoder": text_encoder.name,
+        "text_encoder_identity": text_encoder.identity,
+        "data": str(data),
+        "seeds": list(seeds),
+        "config": config.to_dict(),
+        "norm": norm,
+        "scenes": {
+            s: evaluate_scene(found[s], s, embedder, text_encoder, config, seeds, cache_dir, progress, norm)
+            for s in wanted
+        },
+    }
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
@@ -133,15 +201,25 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
                 cells.append("–" if m is None else f"{100 * m['mean']:.1f} ± {100 * m['std']:.1f}")
         text = r["text_encoder"] if r["config"].get("use_text", True) else "none (audio only)"
         lines.append(f"| {r['model']} | {text} | " + " | ".join(cells) + " |")
-    chance = [f"{100 * results[0]['scenes'][s]['chance'][f'R@{k}']:.1f}" if s in results[0]["scenes"] else "–"
-              for s in scenes for k in KS] if results else []
+    chance = (
+        [
+            f"{100 * results[0]['scenes'][s]['chance'][f'R@{k}']:.1f}" if s in results[0]["scenes"] else "–"
+            for s in scenes
+            for k in KS
+        ]
+        if results
+        else []
+    )
     lines.append("| chance | – | " + " | ".join(chance) + " |")
     notes = [""]
     for r in results:
         norms = "; ".join(f"{s}: {describe_norm(sc['norm'])}" for s, sc in sorted(r["scenes"].items()) if "norm" in sc)
         select = r["config"].get("select")
         if norms or select:
-            notes.append(f"{r['model']}: checkpoint by {select or 'val-recall'}" + (f"; log-mel normalisation {norms}" if norms else ""))
+            notes.append(
+                f"{r['model']}: checkpoint by {select or 'val-recall'}"
+                + (f"; log-mel normalisation {norms}" if norms else "")
+            )
     return "\n".join(lines) + "\n" + ("\n".join(notes) + "\n" if len(notes) > 1 else "")
 
 

@@ -6,6 +6,7 @@ What matters for APwD is one annotation with namespace ``scaper`` whose observat
 Scaper's sandbox keys that describe the soundscape (duration, sr, ref_db, n_events), so files we
 write read like the published ones and vice versa.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,30 @@ class Source:
     """One observation of a Scaper soundscape: a background track or a foreground event."""
 
     label: str
-    role: str                # 'background' | 'foreground'
+    role: str  # 'background' | 'foreground'
     source_file: str
-    source_time: float       # s into the source file
-    event_time: float        # s into the soundscape
-    event_duration: float    # s
-    snr: float               # dB relative to ref_db (LUFS difference, Scaper's definition)
+    source_time: float  # s into the source file
+    event_time: float  # s into the soundscape
+    event_duration: float  # s
+    snr: float  # dB relative to ref_db (LUFS difference, Scaper's definition)
 
     def to_observation(self) -> dict[str, Any]:
-        return {"time": self.event_time, "duration": self.event_duration, "confidence": 1.0,
-                "value": {"label": self.label, "source_file": self.source_file, "source_time": self.source_time,
-                          "event_time": self.event_time, "event_duration": self.event_duration, "snr": self.snr,
-                          "role": self.role, "pitch_shift": None, "time_stretch": None}}
+        return {
+            "time": self.event_time,
+            "duration": self.event_duration,
+            "confidence": 1.0,
+            "value": {
+                "label": self.label,
+                "source_file": self.source_file,
+                "source_time": self.source_time,
+                "event_time": self.event_time,
+                "event_duration": self.event_duration,
+                "snr": self.snr,
+                "role": self.role,
+                "pitch_shift": None,
+                "time_stretch": None,
+            },
+        }
 
 
 @dataclass(frozen=True)
@@ -44,33 +57,62 @@ class Soundscape:
     path: Path
     duration: float
     backgrounds: tuple[Source, ...]
-    events: tuple[Source, ...]   # in onset order, labels canonical
+    events: tuple[Source, ...]  # in onset order, labels canonical
 
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(e.label for e in self.events)
 
 
-def write_jams(path: str | Path, sources: list[Source], duration: float, sample_rate: int, ref_db: float,
-               extra: dict[str, Any] | None = None) -> None:
+def write_jams(
+    path: str | Path,
+    sources: list[Source],
+    duration: float,
+    sample_rate: int,
+    ref_db: float,
+    extra: dict[str, Any] | None = None,
+) -> None:
     """Write a Scaper-style JAMS file (JSON) for a soundscape made of ``sources``."""
     path = Path(path)
     n_events = sum(s.role == "foreground" for s in sources)
-    sandbox = {"duration": duration, "original_duration": duration, "sr": sample_rate, "ref_db": ref_db,
-               "n_channels": 1, "n_events": n_events, "generator": "hear-diffbyola apwd build", **(extra or {})}
+    sandbox = {
+        "duration": duration,
+        "original_duration": duration,
+        "sr": sample_rate,
+        "ref_db": ref_db,
+        "n_channels": 1,
+        "n_events": n_events,
+        "generator": "hear-diffbyola apwd build",
+        **(extra or {}),
+    }
     doc = {
-        "annotations": [{
-            "annotation_metadata": {"curator": {"name": "", "email": ""}, "annotator": {}, "version": "",
-                                    "corpus": "", "annotation_tools": "", "annotation_rules": "",
-                                    "validation": "", "data_source": ""},
-            "namespace": "scaper",
-            "data": [s.to_observation() for s in sources],
-            "sandbox": {"scaper": sandbox},
-            "time": 0,
+        "annotations": [
+            {
+                "annotation_metadata": {
+                    "curator": {"name": "", "email": ""},
+                    "annotator": {},
+                    "version": "",
+                    "corpus": "",
+                    "annotation_tools": "",
+                    "annotation_rules": "",
+                    "validation": "",
+                    "data_source": "",
+                },
+                "namespace": "scaper",
+                "data": [s.to_observation() for s in sources],
+                "sandbox": {"scaper": sandbox},
+                "time": 0,
+                "duration": duration,
+            }
+        ],
+        "file_metadata": {
+            "title": "",
+            "artist": "",
+            "release": "",
             "duration": duration,
-        }],
-        "file_metadata": {"title": "", "artist": "", "release": "", "duration": duration, "identifiers": {},
-                          "jams_version": JAMS_VERSION},
+            "identifiers": {},
+            "jams_version": JAMS_VERSION,
+        },
         "sandbox": {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,15 +154,22 @@ def read_jams(path: str | Path) -> Soundscape:
         label = str(value["label"])
         if role == "foreground":
             label = canonical_label(label, where)
-        src = Source(label=label, role=role, source_file=str(value.get("source_file", "")),
-                     source_time=_number(value.get("source_time", 0.0), "source_time", where),
-                     event_time=_number(value.get("event_time", obs.get("time", 0.0)), "event_time", where),
-                     event_duration=_number(value.get("event_duration", obs.get("duration", 0.0)),
-                                            "event_duration", where),
-                     snr=_number(value.get("snr", 0.0), "snr", where))
+        src = Source(
+            label=label,
+            role=role,
+            source_file=str(value.get("source_file", "")),
+            source_time=_number(value.get("source_time", 0.0), "source_time", where),
+            event_time=_number(value.get("event_time", obs.get("time", 0.0)), "event_time", where),
+            event_duration=_number(value.get("event_duration", obs.get("duration", 0.0)), "event_duration", where),
+            snr=_number(value.get("snr", 0.0), "snr", where),
+        )
         (events if role == "foreground" else backgrounds).append(src)
     events.sort(key=lambda s: (s.event_time, s.label))
     sandbox = ann.get("sandbox", {}).get("scaper", {}) if isinstance(ann.get("sandbox"), dict) else {}
     duration = ann.get("duration", sandbox.get("duration", doc.get("file_metadata", {}).get("duration", 0.0)))
-    return Soundscape(path=path, duration=_number(duration, "duration", str(path)),
-                      backgrounds=tuple(backgrounds), events=tuple(events))
+    return Soundscape(
+        path=path,
+        duration=_number(duration, "duration", str(path)),
+        backgrounds=tuple(backgrounds),
+        events=tuple(events),
+    )

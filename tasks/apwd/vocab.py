@@ -9,11 +9,12 @@ them) gives the query (s1, "remove ...") -> s2 and the query (s2, "add ...") -> 
 four paraphrase templates; which one a pair gets is a pure function of the pair's id (stable across
 runs and machines), so the text encoder cannot key on one fixed wording.
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from .. import TaskError
 
@@ -24,10 +25,10 @@ class APwDError(TaskError):
 
 @dataclass(frozen=True)
 class Scene:
-    name: str            # our name and the folder name: apwd_<name>_sc
-    jams_label: str      # background label in the published JAMS files
-    fsd50k_label: str    # FSD50K vocabulary label whose clips are the backgrounds
-    synthetic: str       # embedded-corpus scene used by --synthetic
+    name: str  # our name and the folder name: apwd_<name>_sc
+    jams_label: str  # background label in the published JAMS files
+    fsd50k_label: str  # FSD50K vocabulary label whose clips are the backgrounds
+    synthetic: str  # embedded-corpus scene used by --synthetic
 
 
 SCENES: dict[str, Scene] = {
@@ -106,9 +107,11 @@ def canonical_label(label: str, where: str = "") -> str:
     name = ALIASES.get(label, label)
     if name not in PHRASES:
         at = f" in {where}" if where else ""
-        raise APwDError(f"unknown event label {label!r}{at}; known labels: {', '.join(sorted(PHRASES))} "
-                        f"(and aliases {', '.join(sorted(ALIASES))}). Add a phrase for it to "
-                        "hear_diffbyola.tasks.apwd.vocab.PHRASES if it is a new class")
+        raise APwDError(
+            f"unknown event label {label!r}{at}; known labels: {', '.join(sorted(PHRASES))} "
+            f"(and aliases {', '.join(sorted(ALIASES))}). Add a phrase for it to "
+            "hear_diffbyola.tasks.apwd.vocab.PHRASES if it is a new class"
+        )
     return name
 
 

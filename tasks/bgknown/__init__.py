@@ -8,6 +8,7 @@
 
 Importing this package loads no torch (build workers start faster); ``evaluate`` and ``features`` do.
 """
+
 from __future__ import annotations
 
 from .build import build_from_datasets, build_synthetic

@@ -11,6 +11,7 @@ Everything random is drawn from ``numpy.random.default_rng([seed, pool, index, s
 (pool 0 = training side, 1 = test side), so an item does not depend on the number of worker processes
 or on the order in which they finish, and train and test never share a seed.
 """
+
 from __future__ import annotations
 
 import csv
@@ -18,10 +19,11 @@ import hashlib
 import json
 import multiprocessing
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,11 +33,27 @@ from hear_diffbyola.audio import AudioReadError, audio_info, read_audio, write_a
 from .. import TaskError
 from ..build_folder import building
 from ..mixing import LUFS_FLOOR, crop, draw_reference_crops, event_loudness, mix_at_snr
-from .manifest import (DEFAULT_TEST_PER_CLASS, DEFAULT_TRAIN_PER_CLASS, FORMAT, MANIFEST, REFS, SPLITS, BuildParams,
-                       audio_paths, compute_build_id)
+from .manifest import (
+    DEFAULT_TEST_PER_CLASS,
+    DEFAULT_TRAIN_PER_CLASS,
+    FORMAT,
+    MANIFEST,
+    REFS,
+    SPLITS,
+    BuildParams,
+    audio_paths,
+    compute_build_id,
+)
 
-__all__ = ["Esc50Clip", "read_esc50", "read_fsd50k", "build_from_datasets", "build_synthetic",
-           "DEFAULT_TRAIN_PER_CLASS", "DEFAULT_TEST_PER_CLASS"]
+__all__ = [
+    "Esc50Clip",
+    "read_esc50",
+    "read_fsd50k",
+    "build_from_datasets",
+    "build_synthetic",
+    "DEFAULT_TRAIN_PER_CLASS",
+    "DEFAULT_TEST_PER_CLASS",
+]
 
 ESC50_COLUMNS = ("filename", "fold", "target", "category")
 FSD50K_COLUMNS = ("fname", "labels")
@@ -50,10 +68,11 @@ SYNTHETIC_BG_EXTRA_S = 2.0  # synthetic backgrounds last U(min_bg_seconds, min_b
 # ----------------------------------------------------------------------------------------------------------
 # reading the datasets
 
+
 @dataclass(frozen=True)
 class Esc50Clip:
-    name: str      # file stem, e.g. "1-100032-A-0"
-    rel: str       # path relative to the ESC-50 root
+    name: str  # file stem, e.g. "1-100032-A-0"
+    rel: str  # path relative to the ESC-50 root
     fold: int
     target: int
     category: str
@@ -71,7 +90,9 @@ def _read_csv(path: Path, required: Sequence[str], what: str, fix: str) -> list[
         raise TaskError(f"{what}: {path} is unreadable ({e}); {fix}") from e
     missing = [c for c in required if c not in header]
     if missing:
-        raise TaskError(f"{what}: {path} lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'}); {fix}")
+        raise TaskError(
+            f"{what}: {path} lacks column(s) {', '.join(missing)} (has: {', '.join(header) or 'none'}); {fix}"
+        )
     if not rows:
         raise TaskError(f"{what}: {path} has no rows; {fix}")
     return rows
@@ -94,19 +115,25 @@ def read_esc50(root: str | Path) -> list[Esc50Clip]:
         try:
             fold, target = int(r["fold"]), int(r["target"])
         except ValueError:
-            raise TaskError(f"ESC-50: meta/esc50.csv line {i}: fold {r['fold']!r} / target {r['target']!r} are not integers; {fix}") from None
+            raise TaskError(
+                f"ESC-50: meta/esc50.csv line {i}: fold {r['fold']!r} / target {r['target']!r} are not integers; {fix}"
+            ) from None
         if fold not in TRAIN_FOLDS + TEST_FOLDS:
             raise TaskError(f"ESC-50: meta/esc50.csv line {i}: fold {fold} is not one of 1-5; {fix}")
         if categories.setdefault(target, r["category"]) != r["category"]:
-            raise TaskError(f"ESC-50: target {target} has two categories ({categories[target]!r}, {r['category']!r}) in meta/esc50.csv")
+            raise TaskError(
+                f"ESC-50: target {target} has two categories ({categories[target]!r}, {r['category']!r}) in meta/esc50.csv"
+            )
         path = root / "audio" / r["filename"]
         if not path.is_file():
             missing.append(r["filename"])
             continue
         clips.append(Esc50Clip(Path(r["filename"]).stem, f"audio/{r['filename']}", fold, target, r["category"]))
     if missing:
-        raise TaskError(f"ESC-50: {len(missing)} files listed in meta/esc50.csv are not in {root / 'audio'} "
-                        f"(first: {missing[0]}); restore them or use a complete copy of ESC-50")
+        raise TaskError(
+            f"ESC-50: {len(missing)} files listed in meta/esc50.csv are not in {root / 'audio'} "
+            f"(first: {missing[0]}); restore them or use a complete copy of ESC-50"
+        )
     for clip in clips:
         try:
             audio_info(root / clip.rel)
@@ -118,8 +145,10 @@ def read_esc50(root: str | Path) -> list[Esc50Clip]:
 def read_fsd50k(root: str | Path, which: str) -> list[tuple[str, list[str]]]:
     """(path relative to the FSD50K root, labels) of every clip in ``FSD50K.ground_truth/<which>.csv``, sorted."""
     root = Path(root)
-    fix = ("point --fsd50k at the FSD50K folder that holds FSD50K.dev_audio/, FSD50K.eval_audio/ and "
-           "FSD50K.ground_truth/ (zenodo.org/record/4060432)")
+    fix = (
+        "point --fsd50k at the FSD50K folder that holds FSD50K.dev_audio/, FSD50K.eval_audio/ and "
+        "FSD50K.ground_truth/ (zenodo.org/record/4060432)"
+    )
     audio_dir = root / f"FSD50K.{which}_audio"
     if not audio_dir.is_dir():
         raise TaskError(f"FSD50K: folder {audio_dir} is missing; {fix}")
@@ -127,8 +156,9 @@ def read_fsd50k(root: str | Path, which: str) -> list[tuple[str, list[str]]]:
     return sorted((f"FSD50K.{which}_audio/{r['fname']}.wav", r["labels"].split(",")) for r in rows)
 
 
-def pick_backgrounds(root: Path, candidates: list[tuple[str, list[str]]], n: int, min_seconds: float,
-                     rng: np.random.Generator, what: str) -> list[dict[str, Any]]:
+def pick_backgrounds(
+    root: Path, candidates: list[tuple[str, list[str]]], n: int, min_seconds: float, rng: np.random.Generator, what: str
+) -> list[dict[str, Any]]:
     """``n`` distinct clips of at least ``min_seconds``, scanned in a seeded random order (headers only),
     so a build reads a few thousand headers rather than all 51k."""
     chosen = []
@@ -142,21 +172,24 @@ def pick_backgrounds(root: Path, candidates: list[tuple[str, list[str]]], n: int
             chosen.append({"file": rel, "labels": labels, "seconds": frames / sr})
             if len(chosen) == n:
                 return chosen
-    raise TaskError(f"FSD50K {what}: only {len(chosen)} of {len(candidates)} clips are {min_seconds:g} s or longer, "
-                    f"{n} are needed (one distinct background per foreground); use the complete FSD50K {what} set")
+    raise TaskError(
+        f"FSD50K {what}: only {len(chosen)} of {len(candidates)} clips are {min_seconds:g} s or longer, "
+        f"{n} are needed (one distinct background per foreground); use the complete FSD50K {what} set"
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------
 # one item (runs in worker processes)
 
+
 @dataclass(frozen=True)
 class Job:
     name: str
     label: str
-    pool: int                         # 0: training side (train/valid), 1: test side
-    index: int                        # position within the pool: the item's seed
-    fg: dict[str, Any]                # {"file": rel, ...} or {"synthetic_event": label}
-    bg: dict[str, Any]                # {"file": rel, ...} or {"synthetic_scene": True}
+    pool: int  # 0: training side (train/valid), 1: test side
+    index: int  # position within the pool: the item's seed
+    fg: dict[str, Any]  # {"file": rel, ...} or {"synthetic_event": label}
+    bg: dict[str, Any]  # {"file": rel, ...} or {"synthetic_scene": True}
     extra: dict[str, Any] = field(default_factory=dict)  # copied into the record (e.g. the ESC-50 fold)
 
 
@@ -165,8 +198,8 @@ class Context:
     out: str
     seed: int
     params: BuildParams
-    roots: dict[str, str]             # "fg"/"bg" -> dataset root for file sources
-    splits: dict[str, str]            # item name -> split
+    roots: dict[str, str]  # "fg"/"bg" -> dataset root for file sources
+    splits: dict[str, str]  # item name -> split
 
 
 def _rng(seed: int, pool: int, index: int, stream: int) -> np.random.Generator:
@@ -208,7 +241,11 @@ def _background(job: Job, ctx: Context) -> tuple[np.ndarray, dict[str, Any]]:
     rng = np.random.default_rng(stream)
     scene = SCENE_CLASSES[int(rng.integers(len(SCENE_CLASSES)))]
     seconds = round(float(rng.uniform(p.min_bg_seconds, p.min_bg_seconds + SYNTHETIC_BG_EXTRA_S)), 3)
-    return render_scene(scene, rng, p.sample_rate, seconds), {"synthetic_scene": scene, "seconds": seconds, "seed": stream}
+    return render_scene(scene, rng, p.sample_rate, seconds), {
+        "synthetic_scene": scene,
+        "seconds": seconds,
+        "seed": stream,
+    }
 
 
 def make_item(job: Job, ctx: Context) -> dict[str, Any]:
@@ -218,11 +255,15 @@ def make_item(job: Job, ctx: Context) -> dict[str, Any]:
     bg, bg_rec = _background(job, ctx)
     source = fg_rec.get("file") or f"synthetic event {job.label}"
     if event_loudness(fg, p.sample_rate) <= LUFS_FLOOR:
-        raise TaskError(f"foreground {source} is silent (loudness at the {LUFS_FLOOR} LUFS floor): no SNR can be set; "
-                        "remove it from the foreground list")
+        raise TaskError(
+            f"foreground {source} is silent (loudness at the {LUFS_FLOOR} LUFS floor): no SNR can be set; "
+            "remove it from the foreground list"
+        )
     if bg.shape[0] < 2 * n:
-        raise TaskError(f"background {bg_rec.get('file', 'synthetic')} has {bg.shape[0]} samples at {p.sample_rate} Hz, "
-                        f"fewer than the {2 * n} that crops (a) and (c) need")
+        raise TaskError(
+            f"background {bg_rec.get('file', 'synthetic')} has {bg.shape[0]} samples at {p.sample_rate} Hz, "
+            f"fewer than the {2 * n} that crops (a) and (c) need"
+        )
     rng = _rng(ctx.seed, job.pool, job.index, MIX_STREAM)
     for _ in range(MAX_CROP_DRAWS):
         a, b, c = draw_reference_crops(rng, bg.shape[0], n)
@@ -230,23 +271,39 @@ def make_item(job: Job, ctx: Context) -> dict[str, Any]:
         if event_loudness(crop(bg, a, n), p.sample_rate) > LUFS_FLOOR:
             break
     else:
-        raise TaskError(f"background {bg_rec.get('file', 'synthetic')}: {MAX_CROP_DRAWS} random 5 s crops were all "
-                        "silent; remove the clip from the FSD50K ground-truth list")
-    mix = mix_at_snr(fg, crop(bg, a, n), snr, p.sample_rate, p.ref_lufs, p.peak_limit,
-                     companions=(crop(bg, b, n), crop(bg, c, n)))
+        raise TaskError(
+            f"background {bg_rec.get('file', 'synthetic')}: {MAX_CROP_DRAWS} random 5 s crops were all "
+            "silent; remove the clip from the FSD50K ground-truth list"
+        )
+    mix = mix_at_snr(
+        fg, crop(bg, a, n), snr, p.sample_rate, p.ref_lufs, p.peak_limit, companions=(crop(bg, b, n), crop(bg, c, n))
+    )
     split = ctx.splits[job.name]
     files = audio_paths(p.sample_rate, split, job.name)
     for key, wave in zip(("mix", *REFS), (mix.mixture, mix.background, *mix.companions)):
         write_audio(Path(ctx.out) / files[key], wave, p.sample_rate)
-    return {"name": job.name, "split": split, "label": job.label, **job.extra,
-            "foreground": fg_rec, "background": {**bg_rec, "samples": int(bg.shape[0])},
-            "crops": {"a": a, "b": b, "c": c}, "crop_samples": n, "snr_db": snr,
-            "fg_lufs": mix.fg_lufs, "bg_lufs": mix.bg_lufs, "fg_gain": mix.fg_gain, "bg_gain": mix.bg_gain,
-            "peak_scale": mix.peak_scale, "files": files}
+    return {
+        "name": job.name,
+        "split": split,
+        "label": job.label,
+        **job.extra,
+        "foreground": fg_rec,
+        "background": {**bg_rec, "samples": int(bg.shape[0])},
+        "crops": {"a": a, "b": b, "c": c},
+        "crop_samples": n,
+        "snr_db": snr,
+        "fg_lufs": mix.fg_lufs,
+        "bg_lufs": mix.bg_lufs,
+        "fg_gain": mix.fg_gain,
+        "bg_gain": mix.bg_gain,
+        "peak_scale": mix.peak_scale,
+        "files": files,
+    }
 
 
 # ----------------------------------------------------------------------------------------------------------
 # orchestration
+
 
 def _run(jobs: list[Job], ctx: Context, workers: int, progress: bool) -> list[dict[str, Any]]:
     from tqdm import tqdm
@@ -286,18 +343,46 @@ def _is_task_folder(out: Path) -> bool:
     return (out / MANIFEST).is_file()
 
 
-def _write_task(tmp: Path, task_name: str, labels: list[str], records: list[dict[str, Any]],
-                seed: int, params: BuildParams, variant: str, sources: dict[str, Any]) -> None:
-    manifest: dict[str, Any] = {"format": FORMAT, "task_name": task_name, "variant": variant,
-                                "built_by": f"hear-diffbyola {__version__}", "seed": seed, "params": params.to_dict(),
-                                "sources": sources, "labels": labels, "items": records}
+def _write_task(
+    tmp: Path,
+    task_name: str,
+    labels: list[str],
+    records: list[dict[str, Any]],
+    seed: int,
+    params: BuildParams,
+    variant: str,
+    sources: dict[str, Any],
+) -> None:
+    manifest: dict[str, Any] = {
+        "format": FORMAT,
+        "task_name": task_name,
+        "variant": variant,
+        "built_by": f"hear-diffbyola {__version__}",
+        "seed": seed,
+        "params": params.to_dict(),
+        "sources": sources,
+        "labels": labels,
+        "items": records,
+    }
     manifest["build_id"] = compute_build_id(manifest)
-    meta = {"task_name": task_name, "version": FORMAT, "build_id": manifest["build_id"], "embedding_type": "scene",
-            "prediction_type": "multiclass", "split_mode": "trainvaltest", "sample_duration": params.clip_seconds,
-            "evaluation": ["top1_acc"], "mode": "full", "default_mode": "full", "splits": list(SPLITS),
-            "sample_rates": [params.sample_rate]}
+    meta = {
+        "task_name": task_name,
+        "version": FORMAT,
+        "build_id": manifest["build_id"],
+        "embedding_type": "scene",
+        "prediction_type": "multiclass",
+        "split_mode": "trainvaltest",
+        "sample_duration": params.clip_seconds,
+        "evaluation": ["top1_acc"],
+        "mode": "full",
+        "default_mode": "full",
+        "splits": list(SPLITS),
+        "sample_rates": [params.sample_rate],
+    }
     (tmp / "task_metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (tmp / "labelvocabulary.csv").write_text("\n".join(["idx,label"] + [f"{i},{lb}" for i, lb in enumerate(labels)]) + "\n")
+    (tmp / "labelvocabulary.csv").write_text(
+        "\n".join(["idx,label"] + [f"{i},{lb}" for i, lb in enumerate(labels)]) + "\n"
+    )
     for split in SPLITS:
         listed = {Path(r["files"]["mix"]).name: [r["label"]] for r in records if r["split"] == split}
         (tmp / f"{split}.json").write_text(json.dumps(listed, indent=1) + "\n")
@@ -305,9 +390,20 @@ def _write_task(tmp: Path, task_name: str, labels: list[str], records: list[dict
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
 
 
-def _build(jobs: list[Job], out: str | Path, task_name: str, labels: list[str], seed: int, params: BuildParams,
-           variant: str, sources: dict[str, Any], roots: dict[str, str], workers: int | None, progress: bool,
-           force: bool) -> Path:
+def _build(
+    jobs: list[Job],
+    out: str | Path,
+    task_name: str,
+    labels: list[str],
+    seed: int,
+    params: BuildParams,
+    variant: str,
+    sources: dict[str, Any],
+    roots: dict[str, str],
+    workers: int | None,
+    progress: bool,
+    force: bool,
+) -> Path:
     out = Path(out)
     names = [j.name for j in jobs]
     if len(set(names)) != len(names):
@@ -323,36 +419,66 @@ def _build(jobs: list[Job], out: str | Path, task_name: str, labels: list[str], 
     return out
 
 
-def build_from_datasets(esc50: str | Path, fsd50k: str | Path, out: str | Path, seed: int = 0,
-                        params: BuildParams = BuildParams(), workers: int | None = None, progress: bool = True,
-                        force: bool = False) -> Path:
+def build_from_datasets(
+    esc50: str | Path,
+    fsd50k: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    params: BuildParams = BuildParams(),
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """BgKnown ESC-50: ESC-50 folds 1-3 (+ FSD50K dev) -> train/valid, folds 4-5 (+ FSD50K eval) -> test."""
     esc50, fsd50k = Path(esc50).resolve(), Path(fsd50k).resolve()
     clips = read_esc50(esc50)
     labels_by_target = {c.target: c.category for c in clips}
     labels = [labels_by_target[t] for t in sorted(labels_by_target)]
     jobs: list[Job] = []
-    sources: dict[str, Any] = {"esc50": {"root": str(esc50), "meta_sha256": _sha256(esc50 / "meta" / "esc50.csv")},
-                               "fsd50k": {"root": str(fsd50k)}}
+    sources: dict[str, Any] = {
+        "esc50": {"root": str(esc50), "meta_sha256": _sha256(esc50 / "meta" / "esc50.csv")},
+        "fsd50k": {"root": str(fsd50k)},
+    }
     for pool, folds, which in ((0, TRAIN_FOLDS, "dev"), (1, TEST_FOLDS, "eval")):
         fg = [c for c in clips if c.fold in folds]
         if not fg:
             raise TaskError(f"ESC-50: no clips in folds {folds}; use the complete dataset")
         candidates = read_fsd50k(fsd50k, which)
         sources["fsd50k"][f"{which}_sha256"] = _sha256(fsd50k / "FSD50K.ground_truth" / f"{which}.csv")
-        bgs = pick_backgrounds(fsd50k, candidates, len(fg), params.min_bg_seconds,
-                               np.random.default_rng([seed, pool, POOL_STREAM]), which)
+        bgs = pick_backgrounds(
+            fsd50k, candidates, len(fg), params.min_bg_seconds, np.random.default_rng([seed, pool, POOL_STREAM]), which
+        )
         for i, (clip, bg) in enumerate(zip(fg, bgs)):
-            jobs.append(Job(clip.name, clip.category, pool, i, {"file": clip.rel},
-                            {**bg, "set": which}, {"fold": clip.fold}))
-    return _build(jobs, out, "bgknown-esc50", labels, seed, params, "esc50-fsd50k", sources,
-                  {"fg": str(esc50), "bg": str(fsd50k)}, workers, progress, force)
+            jobs.append(
+                Job(clip.name, clip.category, pool, i, {"file": clip.rel}, {**bg, "set": which}, {"fold": clip.fold})
+            )
+    return _build(
+        jobs,
+        out,
+        "bgknown-esc50",
+        labels,
+        seed,
+        params,
+        "esc50-fsd50k",
+        sources,
+        {"fg": str(esc50), "bg": str(fsd50k)},
+        workers,
+        progress,
+        force,
+    )
 
 
-def build_synthetic(out: str | Path, seed: int = 0, train_per_class: int = DEFAULT_TRAIN_PER_CLASS,
-                    test_per_class: int = DEFAULT_TEST_PER_CLASS, classes: Iterable[str] | None = None,
-                    params: BuildParams = BuildParams(), workers: int | None = None, progress: bool = True,
-                    force: bool = False) -> Path:
+def build_synthetic(
+    out: str | Path,
+    seed: int = 0,
+    train_per_class: int = DEFAULT_TRAIN_PER_CLASS,
+    test_per_class: int = DEFAULT_TEST_PER_CLASS,
+    classes: Iterable[str] | None = None,
+    params: BuildParams = BuildParams(),
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+) -> Path:
     """The same construction from the embedded corpus: events as foregrounds, rendered scenes as backgrounds."""
     from hear_diffbyola.corpus.synthetic import EVENT_CLASSES, SCENE_CLASSES
 
@@ -361,14 +487,26 @@ def build_synthetic(out: str | Path, seed: int = 0, train_per_class: int = DEFAU
     if unknown or not labels or len(set(labels)) != len(labels):
         raise TaskError(f"synthetic classes must be distinct names from {', '.join(EVENT_CLASSES)}; got {labels}")
     if train_per_class < 2 or test_per_class < 1:
-        raise TaskError(f"need at least 2 training and 1 test clip per class (a validation split is held out), got "
-                        f"{train_per_class} and {test_per_class}")
+        raise TaskError(
+            f"need at least 2 training and 1 test clip per class (a validation split is held out), got "
+            f"{train_per_class} and {test_per_class}"
+        )
     jobs = []
     for pool, per_class, prefix in ((0, train_per_class, "dev"), (1, test_per_class, "eval")):
         for i in range(per_class * len(labels)):
             label = labels[i // per_class]
-            jobs.append(Job(f"{prefix}-{i:05d}-{label}", label, pool, i, {"synthetic_event": label}, {"synthetic_scene": True}))
-    sources = {"synthetic": {"event_classes": labels, "scene_classes": list(SCENE_CLASSES),
-                             "train_per_class": train_per_class, "test_per_class": test_per_class,
-                             "bg_seconds": [params.min_bg_seconds, params.min_bg_seconds + SYNTHETIC_BG_EXTRA_S]}}
-    return _build(jobs, out, "bgknown-synthetic", labels, seed, params, "synthetic", sources, {}, workers, progress, force)
+            jobs.append(
+                Job(f"{prefix}-{i:05d}-{label}", label, pool, i, {"synthetic_event": label}, {"synthetic_scene": True})
+            )
+    sources = {
+        "synthetic": {
+            "event_classes": labels,
+            "scene_classes": list(SCENE_CLASSES),
+            "train_per_class": train_per_class,
+            "test_per_class": test_per_class,
+            "bg_seconds": [params.min_bg_seconds, params.min_bg_seconds + SYNTHETIC_BG_EXTRA_S],
+        }
+    }
+    return _build(
+        jobs, out, "bgknown-synthetic", labels, seed, params, "synthetic", sources, {}, workers, progress, force
+    )

@@ -10,10 +10,12 @@ the mean and std of the training-side mixtures (``features.train_audio``), not t
 statistics of the weights file (``norm="weights"``). A HEAR module normalises its own input. The
 result's ``"norm"`` says which statistics were applied, and the table's note repeats it.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,9 +39,16 @@ def condition_features(emb: dict[str, np.ndarray], condition: str) -> np.ndarray
     return emb["mix"] - emb[condition]
 
 
-def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1, 2),
-             config: LinearEvalConfig = LinearEvalConfig(), cache_dir: str | Path | None = None,
-             batch_size: int = 16, progress: bool = True, norm: str = "task") -> dict[str, Any]:
+def evaluate(
+    task: BgKnownTask,
+    embedder: Embedder,
+    seeds: Sequence[int] = (0, 1, 2),
+    config: LinearEvalConfig = LinearEvalConfig(),
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    norm: str = "task",
+) -> dict[str, Any]:
     """Normalise (``norm``: "task" or "weights", see the module docstring), embed (or read cached
     embeddings), then run the linear protocol per condition and seed."""
     embedder = normalised(task, embedder, norm, cache_dir, progress)
@@ -50,14 +59,33 @@ def evaluate(task: BgKnownTask, embedder: Embedder, seeds: Sequence[int] = (0, 1
     for cond in CONDITIONS:
         x_train = np.concatenate([condition_features(emb["train"], cond), condition_features(emb["valid"], cond)])
         x_test = condition_features(emb["test"], cond)
-        results[cond] = linear_eval_seeds(x_train, y_train, x_test, y_test, seeds, config, n_classes=len(task.labels),
-                                          progress=progress, desc=f"linear evaluation {COLUMN_TITLES[cond]}").to_dict()
-    return {"task": task.name, "task_dir": str(task.root.resolve()), "build_id": task.build_id,
-            "model": embedder.name, "model_identity": embedder.identity, "norm": norm_record(embedder, norm),
-            "embedding_dim": int(emb["test"]["mix"].shape[1]),
-            "n_train": int(y_train.size), "n_test": int(y_test.size), "n_classes": len(task.labels),
-            "chance": 100.0 / len(task.labels), "seeds": list(seeds), "protocol": config.to_dict(),
-            "results": results}
+        results[cond] = linear_eval_seeds(
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            seeds,
+            config,
+            n_classes=len(task.labels),
+            progress=progress,
+            desc=f"linear evaluation {COLUMN_TITLES[cond]}",
+        ).to_dict()
+    return {
+        "task": task.name,
+        "task_dir": str(task.root.resolve()),
+        "build_id": task.build_id,
+        "model": embedder.name,
+        "model_identity": embedder.identity,
+        "norm": norm_record(embedder, norm),
+        "embedding_dim": int(emb["test"]["mix"].shape[1]),
+        "n_train": int(y_train.size),
+        "n_test": int(y_test.size),
+        "n_classes": len(task.labels),
+        "chance": 100.0 / len(task.labels),
+        "seeds": list(seeds),
+        "protocol": config.to_dict(),
+        "results": results,
+    }
 
 
 def markdown_table(results: Sequence[dict[str, Any]]) -> str:
@@ -69,8 +97,15 @@ def markdown_table(results: Sequence[dict[str, Any]]) -> str:
         cells = [f"{r['results'][c]['mean']:.1f} ± {r['results'][c]['std']:.1f}" for c in CONDITIONS]
         rows.append(f"| {r['model']} | " + " | ".join(cells) + " |")
     seeds = sorted({len(r["seeds"]) for r in results})
-    note = (f"\nAccuracy (%) on {results[0]['task']} (build {results[0]['build_id']}), mean ± std over "
-            f"{'/'.join(map(str, seeds))} seeds; chance {results[0]['chance']:.1f} %.\n") if results else ""
-    norms = "".join(f"Log-mel normalisation of {r['model']}: {describe_norm(r['norm'])}.\n" for r in results if "norm" in r)
+    note = (
+        (
+            f"\nAccuracy (%) on {results[0]['task']} (build {results[0]['build_id']}), mean ± std over "
+            f"{'/'.join(map(str, seeds))} seeds; chance {results[0]['chance']:.1f} %.\n"
+        )
+        if results
+        else ""
+    )
+    norms = "".join(
+        f"Log-mel normalisation of {r['model']}: {describe_norm(r['norm'])}.\n" for r in results if "norm" in r
+    )
     return "\n".join([head, rule, *rows]) + "\n" + note + norms
-

@@ -10,6 +10,7 @@ task, a retrained or re-normalised model never reuses stale embeddings.
 evaluation (``--norm task``): the mixtures of the training side (HEAR train + valid), the clips the linear
 classifier learns from; never a test clip.
 """
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -30,8 +31,12 @@ CACHE_FORMAT = "hear-diffbyola/bgknown-embeddings/2"
 
 def cache_key(task: BgKnownTask, embedder: Embedder) -> dict:
     """What the embeddings depend on: the model, its normalisation and the task build."""
-    return {"format": CACHE_FORMAT, "embedder": embedder.identity, "norm": embedder.norm.cache_key(),
-            "build_id": task.build_id}
+    return {
+        "format": CACHE_FORMAT,
+        "embedder": embedder.identity,
+        "norm": embedder.norm.cache_key(),
+        "build_id": task.build_id,
+    }
 
 
 def cache_path(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path | None = None) -> Path:
@@ -44,17 +49,33 @@ def train_audio(task: BgKnownTask) -> list[Path]:
     return [it.mix for split in TRAIN_SPLITS for it in task.items[split]]
 
 
-def normalised(task: BgKnownTask, embedder: Embedder, norm: str = "task", cache_dir: str | Path | None = None,
-               progress: bool = False) -> Embedder:
+def normalised(
+    task: BgKnownTask,
+    embedder: Embedder,
+    norm: str = "task",
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> Embedder:
     """``embedder`` normalised as ``norm`` asks (``tasks.embedders.task_normalised``): with "task", by the
     log-mel statistics of :func:`train_audio` (cached beside the embeddings)."""
-    return task_normalised(embedder, train_audio(task), norm, cache_dir=cache_dir or task.root / "embeddings",
-                           data_id=f"bgknown:{task.build_id}:{'+'.join(TRAIN_SPLITS)} mixtures",
-                           damaged_hint="the task folder is damaged: rebuild it", progress=progress)
+    return task_normalised(
+        embedder,
+        train_audio(task),
+        norm,
+        cache_dir=cache_dir or task.root / "embeddings",
+        data_id=f"bgknown:{task.build_id}:{'+'.join(TRAIN_SPLITS)} mixtures",
+        damaged_hint="the task folder is damaged: rebuild it",
+        progress=progress,
+    )
 
 
-def task_embeddings(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path | None = None,
-                    batch_size: int = 16, progress: bool = True) -> dict[str, dict[str, np.ndarray]]:
+def task_embeddings(
+    task: BgKnownTask,
+    embedder: Embedder,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> dict[str, dict[str, np.ndarray]]:
     """{split: {"mix"|"a"|"b"|"c": (n_items, d) float32}} in manifest order, from the cache when it has them.
     Embeds with ``embedder`` as given (normalise it first with :func:`normalised`)."""
     from tqdm import tqdm
@@ -67,8 +88,12 @@ def task_embeddings(task: BgKnownTask, embedder: Embedder, cache_dir: str | Path
                 items = task.items[split]
                 for k in KINDS:
                     out[f"{split}/{k}"] = embed_audio_files(
-                        embedder, [it.mix if k == "mix" else it.refs[k] for it in items], batch_size, bar,
-                        "the task folder is damaged: rebuild it")
+                        embedder,
+                        [it.mix if k == "mix" else it.refs[k] for it in items],
+                        batch_size,
+                        bar,
+                        "the task folder is damaged: rebuild it",
+                    )
         return out
 
     def names(key: str) -> list[str]:  # "train/mix" -> that split's file names of that kind, for messages

@@ -19,6 +19,7 @@ definition), one common gain for mixture and references. Splits:
   apart. Within a side, recordings are used in turn in a seeded order (a user rarely has one per clip);
   every use draws its own crops and SNR.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -52,13 +53,18 @@ BG_SIDE_STREAM = 12  # generator stream of the background side split (the build'
 
 @dataclass(frozen=True)
 class FolderClip:
-    rel: str      # path relative to the foreground folder
-    label: str    # its class folder's name
+    rel: str  # path relative to the foreground folder
+    label: str  # its class folder's name
 
 
 def _audio_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS
-                  and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    return sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file()
+        and p.suffix.lower() in AUDIO_EXTENSIONS
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
 
 
 def read_foreground_folder(root: str | Path, min_per_class: int = 3) -> list[FolderClip]:
@@ -69,20 +75,27 @@ def read_foreground_folder(root: str | Path, min_per_class: int = 3) -> list[Fol
         raise TaskError(f"foreground folder {root} does not exist; {fix}")
     loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS]
     if loose:
-        raise TaskError(f"foreground folder {root}: {len(loose)} audio file(s) lie directly in it, outside a class "
-                        f"folder (first: {min(loose)}); move each into the subfolder of its class")
+        raise TaskError(
+            f"foreground folder {root}: {len(loose)} audio file(s) lie directly in it, outside a class "
+            f"folder (first: {min(loose)}); move each into the subfolder of its class"
+        )
     clips = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         clips += [FolderClip(str(f.relative_to(root)), folder.name) for f in _audio_files(folder)]
     counts = {label: sum(c.label == label for c in clips) for label in sorted({c.label for c in clips})}
     if len(counts) < 2:
-        raise TaskError(f"foreground folder {root}: found {len(counts)} class folder(s) with audio "
-                        f"({', '.join(AUDIO_EXTENSIONS)}); a classification task needs at least 2; {fix}")
+        raise TaskError(
+            f"foreground folder {root}: found {len(counts)} class folder(s) with audio "
+            f"({', '.join(AUDIO_EXTENSIONS)}); a classification task needs at least 2; {fix}"
+        )
     few = {label: n for label, n in counts.items() if n < min_per_class}
     if few:
-        raise TaskError(f"foreground folder {root}: class(es) with fewer than {min_per_class} clips (one for test, "
-                        f"one for training, one for validation): "
-                        + ", ".join(f"{label} ({n})" for label, n in few.items()) + "; add clips or remove the folder")
+        raise TaskError(
+            f"foreground folder {root}: class(es) with fewer than {min_per_class} clips (one for test, "
+            f"one for training, one for validation): "
+            + ", ".join(f"{label} ({n})" for label, n in few.items())
+            + "; add clips or remove the folder"
+        )
     for clip in clips:
         try:
             audio_info(root / clip.rel)
@@ -106,13 +119,18 @@ def read_background_folder(root: str | Path, min_seconds: float) -> list[dict[st
         rel = str(path.relative_to(root))
         (found if frames >= min_seconds * sr else short).append({"file": rel, "seconds": round(frames / sr, 3)})
     if short:
-        raise TaskError(f"background folder {root}: {len(short)} recording(s) shorter than {min_seconds:g} s (at least "
-                        f"twice the clip length is needed so that crop (c) does not overlap (a)): "
-                        + ", ".join(f"{b['file']} ({b['seconds']:g} s)" for b in short[:5])
-                        + ("…" if len(short) > 5 else "") + "; remove them or use longer recordings")
+        raise TaskError(
+            f"background folder {root}: {len(short)} recording(s) shorter than {min_seconds:g} s (at least "
+            f"twice the clip length is needed so that crop (c) does not overlap (a)): "
+            + ", ".join(f"{b['file']} ({b['seconds']:g} s)" for b in short[:5])
+            + ("…" if len(short) > 5 else "")
+            + "; remove them or use longer recordings"
+        )
     if len(found) < 2:
-        raise TaskError(f"background folder {root}: {len(found)} recording(s) found; at least 2 are needed (one for "
-                        "the training side, one for the test side, so test backgrounds are never seen in training)")
+        raise TaskError(
+            f"background folder {root}: {len(found)} recording(s) found; at least 2 are needed (one for "
+            "the training side, one for the test side, so test backgrounds are never seen in training)"
+        )
     return found
 
 
@@ -130,8 +148,9 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", text).strip("_") or "class"
 
 
-def folder_jobs(clips: Sequence[FolderClip], backgrounds: Sequence[dict[str, Any]], test_fraction: float,
-                seed: int) -> list[Job]:
+def folder_jobs(
+    clips: Sequence[FolderClip], backgrounds: Sequence[dict[str, Any]], test_fraction: float, seed: int
+) -> list[Job]:
     """One job per foreground clip: its side (class-stratified), its background (from that side's recordings,
     used in turn in a seeded order)."""
     if not 0.0 < test_fraction < 1.0:
@@ -146,8 +165,16 @@ def folder_jobs(clips: Sequence[FolderClip], backgrounds: Sequence[dict[str, Any
         for i, k in enumerate(idx):
             clip = clips[k]
             bg = bgs[i % len(bgs)]
-            jobs.append(Job(f"{prefix}-{i:05d}-{_slug(clip.label)}", clip.label, pool, i, {"file": clip.rel},
-                            {**bg, "side": "test" if pool else "train"}))
+            jobs.append(
+                Job(
+                    f"{prefix}-{i:05d}-{_slug(clip.label)}",
+                    clip.label,
+                    pool,
+                    i,
+                    {"file": clip.rel},
+                    {**bg, "side": "test" if pool else "train"},
+                )
+            )
     return jobs
 
 
@@ -159,10 +186,18 @@ def _listing_digest(root: Path, rels: Sequence[str]) -> str:
     return h.hexdigest()
 
 
-def build_from_folders(fg_folder: str | Path, bg_folder: str | Path, out: str | Path, seed: int = 0,
-                       params: BuildParams = BuildParams(), test_fraction: float = DEFAULT_TEST_FRACTION,
-                       workers: int | None = None, progress: bool = True, force: bool = False,
-                       task_name: str = "bgknown-folders") -> Path:
+def build_from_folders(
+    fg_folder: str | Path,
+    bg_folder: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    params: BuildParams = BuildParams(),
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    workers: int | None = None,
+    progress: bool = True,
+    force: bool = False,
+    task_name: str = "bgknown-folders",
+) -> Path:
     """BgKnown from ``fg_folder/<class>/`` clips over ``bg_folder`` recordings (see the module docstring)."""
     fg_root, bg_root = Path(fg_folder).resolve(), Path(bg_folder).resolve()
     if fg_root == bg_root or bg_root in fg_root.parents or fg_root in bg_root.parents:
@@ -171,12 +206,31 @@ def build_from_folders(fg_folder: str | Path, bg_folder: str | Path, out: str | 
     backgrounds = read_background_folder(bg_root, params.min_bg_seconds)
     jobs = folder_jobs(clips, backgrounds, test_fraction, seed)
     labels = sorted({c.label for c in clips})
-    sources = {"folders": {
-        "foreground_root": str(fg_root), "background_root": str(bg_root), "test_fraction": test_fraction,
-        "classes": {label: sum(c.label == label for c in clips) for label in labels},
-        "foreground_listing_sha256": _listing_digest(fg_root, [c.rel for c in clips]),
-        "background_listing_sha256": _listing_digest(bg_root, [b["file"] for b in backgrounds]),
-        "backgrounds": {"train": sorted({j.bg["file"] for j in jobs if j.pool == 0}),
-                        "test": sorted({j.bg["file"] for j in jobs if j.pool == 1})}}}
-    return _build(jobs, out, task_name, labels, seed, params, "folders", sources,
-                  {"fg": str(fg_root), "bg": str(bg_root)}, workers, progress, force)
+    sources = {
+        "folders": {
+            "foreground_root": str(fg_root),
+            "background_root": str(bg_root),
+            "test_fraction": test_fraction,
+            "classes": {label: sum(c.label == label for c in clips) for label in labels},
+            "foreground_listing_sha256": _listing_digest(fg_root, [c.rel for c in clips]),
+            "background_listing_sha256": _listing_digest(bg_root, [b["file"] for b in backgrounds]),
+            "backgrounds": {
+                "train": sorted({j.bg["file"] for j in jobs if j.pool == 0}),
+                "test": sorted({j.bg["file"] for j in jobs if j.pool == 1}),
+            },
+        }
+    }
+    return _build(
+        jobs,
+        out,
+        task_name,
+        labels,
+        seed,
+        params,
+        "folders",
+        sources,
+        {"fg": str(fg_root), "bg": str(bg_root)},
+        workers,
+        progress,
+        force,
+    )

@@ -13,6 +13,7 @@ Here the HEAR train/valid/test splits of the task folder are used as they are (v
 fixed stratified 10 % of the training side). Our model is normalised as in ``evaluate`` (``norm``; the
 default "task": statistics of the training-side mixtures); each folder's task_metadata.json records it.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,8 +53,16 @@ def _write_split(folder: Path, split: str, x: np.ndarray, files: list[str], labe
         (per_file / f"{f}.target-labels.json").write_text(json.dumps(lab))
 
 
-def export_heareval(task: BgKnownTask, embedder: Embedder, out: str | Path, cache_dir: str | Path | None = None,
-                    batch_size: int = 16, progress: bool = True, force: bool = False, norm: str = "task") -> list[Path]:
+def export_heareval(
+    task: BgKnownTask,
+    embedder: Embedder,
+    out: str | Path,
+    cache_dir: str | Path | None = None,
+    batch_size: int = 16,
+    progress: bool = True,
+    force: bool = False,
+    norm: str = "task",
+) -> list[Path]:
     """Write the four condition folders under ``out``; returns their paths."""
     out = Path(out)
     embedder = normalised(task, embedder, norm, cache_dir, progress)
@@ -68,14 +77,24 @@ def export_heareval(task: BgKnownTask, embedder: Embedder, out: str | Path, cach
             shutil.rmtree(folder)
         folder.mkdir(parents=True)
         feature = "y_mix" if cond == "mix" else f"y_mix - y_bg({cond})"
-        cond_meta: dict[str, Any] = {**meta, "task_name": folder.name, "feature": feature, "model": embedder.name,
-                                     "norm": norm_record(embedder, norm)}
+        cond_meta: dict[str, Any] = {
+            **meta,
+            "task_name": folder.name,
+            "feature": feature,
+            "model": embedder.name,
+            "norm": norm_record(embedder, norm),
+        }
         (folder / "task_metadata.json").write_text(json.dumps(cond_meta, indent=2) + "\n")
         shutil.copy(task.root / "labelvocabulary.csv", folder)
         for split in SPLITS:
             shutil.copy(task.root / f"{split}.json", folder)
             items = task.items[split]
-            _write_split(folder, split, condition_features(emb[split], cond), [it.mix.name for it in items],
-                         [[it.label] for it in items])
+            _write_split(
+                folder,
+                split,
+                condition_features(emb[split], cond),
+                [it.mix.name for it in items],
+                [[it.label] for it in items],
+            )
         folders.append(folder)
     return folders

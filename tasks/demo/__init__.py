@@ -22,18 +22,40 @@ Modules: ``settings`` (budgets, the models compared), ``pipeline`` (the resumabl
 combining demos), ``report`` (report.md, plots, the paper's numbers, the table across demos), ``cli`` (the
 ``demo`` and ``demo-seeds`` commands).
 """
+
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
 # public name -> submodule; loaded on first use so that registering the commands (cli) stays import-light
-_EXPORTS = {"run_demo": "pipeline", "seeds_table": "report", "combine_results": "results", "t_interval": "stats",
-            "verdict": "stats", "BUDGETS": "settings", "LAMBDAS": "settings", "DemoBudget": "settings",
-            "DemoError": "settings", "model_key": "settings", "read_paper_numbers": "report"}
+_EXPORTS = {
+    "run_demo": "pipeline",
+    "seeds_table": "report",
+    "combine_results": "results",
+    "t_interval": "stats",
+    "verdict": "stats",
+    "BUDGETS": "settings",
+    "LAMBDAS": "settings",
+    "DemoBudget": "settings",
+    "DemoError": "settings",
+    "model_key": "settings",
+    "read_paper_numbers": "report",
+}
 
-__all__ = ["BUDGETS", "LAMBDAS", "DemoBudget", "DemoError", "combine_results", "model_key", "read_paper_numbers",
-           "run_demo", "seeds_table", "t_interval", "verdict"]
+__all__ = [
+    "BUDGETS",
+    "LAMBDAS",
+    "DemoBudget",
+    "DemoError",
+    "combine_results",
+    "model_key",
+    "read_paper_numbers",
+    "run_demo",
+    "seeds_table",
+    "t_interval",
+    "verdict",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -3,6 +3,7 @@
 Each stage is recorded in ``OUT/demo_state.json`` when it finishes, so a rerun skips what is done; a
 pretraining run cut short resumes from its last checkpoint, and a finished one is left as it is.
 """
+
 from __future__ import annotations
 
 import json
@@ -91,11 +92,15 @@ def check_lambdas(lambdas: Sequence[float]) -> tuple[float, ...]:
     """λ = 0 first (every other λ is paired with it), then the others in the order given, each once, in [0, 1]."""
     lams = tuple(float(x) for x in lambdas)
     if not lams or lams[0] != 0.0:
-        raise DemoError(f"--lambdas must start with 0 (the BYOL-A baseline every other λ is compared with), got "
-                        f"{', '.join(f'{x:g}' for x in lams) or 'none'}")
+        raise DemoError(
+            f"--lambdas must start with 0 (the BYOL-A baseline every other λ is compared with), got "
+            f"{', '.join(f'{x:g}' for x in lams) or 'none'}"
+        )
     if len(lams) < 2 or len(set(lams)) != len(lams) or not all(0.0 < x <= 1.0 for x in lams[1:]):
-        raise DemoError(f"--lambdas: after 0 give one or more distinct values in (0, 1], e.g. 0,0.2,0.5,0.8; got "
-                        f"{', '.join(f'{x:g}' for x in lams)}")
+        raise DemoError(
+            f"--lambdas: after 0 give one or more distinct values in (0, 1], e.g. 0,0.2,0.5,0.8; got "
+            f"{', '.join(f'{x:g}' for x in lams)}"
+        )
     return lams
 
 
@@ -111,12 +116,18 @@ def check_pretrain_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
 FIXED_SETTINGS = ("budget", "text_encoder", "seed")
 
 
-def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds: tuple[int, ...],
-                lambdas: tuple[float, ...]) -> dict[str, Any]:
+def _open_state(
+    out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds: tuple[int, ...], lambdas: tuple[float, ...]
+) -> dict[str, Any]:
     """The state of an earlier demo in ``out`` with the same settings, or a fresh one; other settings -> error."""
     path = out / STATE
-    settings = {"budget": budget.fingerprint(), "text_encoder": text_encoder, "lambdas": list(lambdas), "seed": SEED,
-                "pretrain_seeds": list(pretrain_seeds)}
+    settings = {
+        "budget": budget.fingerprint(),
+        "text_encoder": text_encoder,
+        "lambdas": list(lambdas),
+        "seed": SEED,
+        "pretrain_seeds": list(pretrain_seeds),
+    }
     if path.is_file():
         try:
             state = json.loads(path.read_text())
@@ -124,11 +135,15 @@ def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds
             raise DemoError(f"{path} is unreadable ({e}); delete {out} or choose another --out") from e
         old = state.get("settings", {})
         if "pretrain_seeds" not in old:
-            raise DemoError(f"{out} holds a demo of an earlier format (one pretraining seed, no paired design); "
-                            "choose another --out, or delete it to start over")
+            raise DemoError(
+                f"{out} holds a demo of an earlier format (one pretraining seed, no paired design); "
+                "choose another --out, or delete it to start over"
+            )
         if any(old.get(k) != settings[k] for k in FIXED_SETTINGS):
-            raise DemoError(f"{out} holds a demo run with other settings ({_describe(old)}, "
-                            f"asked: {_describe(settings)}); choose another --out, or delete it to start over")
+            raise DemoError(
+                f"{out} holds a demo run with other settings ({_describe(old)}, "
+                f"asked: {_describe(settings)}); choose another --out, or delete it to start over"
+            )
         state["settings"] = settings  # the seeds and λ asked now: the report covers these
         return state
     if out.exists() and any(out.iterdir()):
@@ -137,11 +152,14 @@ def _open_state(out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds
 
 
 def _describe(settings: dict[str, Any]) -> str:
-    return (f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
-            f"task seed {settings.get('seed')}")
+    return (
+        f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
+        f"task seed {settings.get('seed')}"
+    )
 
 
 # ---------------------------------------------------------------- stages
+
 
 def pretraining_finished(run_dir: Path, config: PretrainConfig) -> bool:
     """Whether ``run_dir`` holds a pretraining run that reached its planned steps.
@@ -186,8 +204,17 @@ def _build_bgknown(run: DemoRun) -> None:
 
     b = run.budget
     params = BuildParams(clip_seconds=b.bgknown_clip_seconds, min_bg_seconds=max(10.0, 2 * b.bgknown_clip_seconds))
-    build_synthetic(run.task("bgknown"), SEED, b.bgknown_train_per_class, b.bgknown_test_per_class, None, params,
-                    None, run.progress, force=True)
+    build_synthetic(
+        run.task("bgknown"),
+        SEED,
+        b.bgknown_train_per_class,
+        b.bgknown_test_per_class,
+        None,
+        params,
+        None,
+        run.progress,
+        force=True,
+    )
 
 
 def _build_apwd(run: DemoRun) -> None:
@@ -204,9 +231,16 @@ def _build_general(run: DemoRun) -> None:
     from ..heartask import write_hear_task
 
     # seed 1000: clips rendered apart from the pretraining corpus's own seed
-    write_hear_task(_fresh(run.task("general")), kind="scene", labels=[*EVENT_CLASSES, *SCENE_CLASSES],
-                    n_per_label=dict(zip(GENERAL_SPLITS, run.budget.general_per_label)), splits=GENERAL_SPLITS,
-                    duration=run.budget.general_seconds, seed=SEED + 1000, task_name="synthetic-17")
+    write_hear_task(
+        _fresh(run.task("general")),
+        kind="scene",
+        labels=[*EVENT_CLASSES, *SCENE_CLASSES],
+        n_per_label=dict(zip(GENERAL_SPLITS, run.budget.general_per_label)),
+        splits=GENERAL_SPLITS,
+        duration=run.budget.general_seconds,
+        seed=SEED + 1000,
+        task_name="synthetic-17",
+    )
 
 
 def _linear_config(run: DemoRun):
@@ -220,8 +254,15 @@ def _eval_bgknown(run: DemoRun, seed: int, lam: float) -> None:
     from ..bgknown.manifest import load_task
     from ..embedders import ours
 
-    result = evaluate(load_task(run.task("bgknown")), ours(run.weights(seed, lam), run.device),
-                      tuple(range(run.budget.seeds)), _linear_config(run), run.out / "cache" / "bgknown", 16, run.progress)
+    result = evaluate(
+        load_task(run.task("bgknown")),
+        ours(run.weights(seed, lam), run.device),
+        tuple(range(run.budget.seeds)),
+        _linear_config(run),
+        run.out / "cache" / "bgknown",
+        16,
+        run.progress,
+    )
     write_json(run.result("bgknown", seed, lam), result)
 
 
@@ -232,9 +273,16 @@ def _eval_apwd(run: DemoRun, seed: int, lam: float) -> None:
     from ..embedders import ours
 
     config = RetrievalConfig(epochs=run.budget.apwd_epochs, patience=run.budget.apwd_patience)
-    result = evaluate_apwd(run.task("apwd"), ours(run.weights(seed, lam), run.device),
-                           make_text_encoder(run.text_encoder), None, tuple(range(run.budget.seeds)), config,
-                           run.out / "cache" / "apwd", run.progress)
+    result = evaluate_apwd(
+        run.task("apwd"),
+        ours(run.weights(seed, lam), run.device),
+        make_text_encoder(run.text_encoder),
+        None,
+        tuple(range(run.budget.seeds)),
+        config,
+        run.out / "cache" / "apwd",
+        run.progress,
+    )
     write_json(run.result("apwd", seed, lam), result)
 
 
@@ -244,8 +292,9 @@ def _eval_general(run: DemoRun, seed: int, lam: float) -> None:
 
     # through the HEAR API (load_model / get_scene_embeddings), as hear-eval-kit would embed it
     embedder = hear_module("hear_diffbyola", run.weights(seed, lam), run.device)
-    result = evaluate_scene_task(run.task("general"), embedder, tuple(range(run.budget.seeds)), _linear_config(run),
-                                 progress=run.progress)
+    result = evaluate_scene_task(
+        run.task("general"), embedder, tuple(range(run.budget.seeds)), _linear_config(run), progress=run.progress
+    )
     write_json(run.result("general", seed, lam), result)
 
 
@@ -254,22 +303,34 @@ def _plan(run: DemoRun) -> list[tuple[str, Callable[[], None]]]:
     (every λ) and their evaluations, so that an interrupted demo holds whole seeds. Stage names carry the seed
     and λ, so more seeds or λ extend a demo."""
     plan: list[tuple[str, Callable[[], None]]] = [
-        ("build bgknown", lambda: _build_bgknown(run)), ("build apwd", lambda: _build_apwd(run)),
-        ("build general", lambda: _build_general(run))]
+        ("build bgknown", lambda: _build_bgknown(run)),
+        ("build apwd", lambda: _build_apwd(run)),
+        ("build general", lambda: _build_general(run)),
+    ]
     for seed in run.pretrain_seeds:
         for lam in run.lambdas:
             plan.append((f"pretrain {run_key(seed, lam)}", lambda seed=seed, lam=lam: _pretrain(run, seed, lam)))
         for lam in run.lambdas:
             key = run_key(seed, lam)
-            plan += [(f"eval bgknown {key}", lambda seed=seed, lam=lam: _eval_bgknown(run, seed, lam)),
-                     (f"eval apwd {key}", lambda seed=seed, lam=lam: _eval_apwd(run, seed, lam)),
-                     (f"eval general {key}", lambda seed=seed, lam=lam: _eval_general(run, seed, lam))]
+            plan += [
+                (f"eval bgknown {key}", lambda seed=seed, lam=lam: _eval_bgknown(run, seed, lam)),
+                (f"eval apwd {key}", lambda seed=seed, lam=lam: _eval_apwd(run, seed, lam)),
+                (f"eval general {key}", lambda seed=seed, lam=lam: _eval_general(run, seed, lam)),
+            ]
     return plan
 
 
-def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str = "auto", text_encoder: str = "hash",
-             pretrain_seeds: Sequence[int] | None = None, lambdas: Sequence[float] = LAMBDAS,
-             paper_numbers: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+def run_demo(
+    out: str | Path,
+    budget: DemoBudget | str = "quick",
+    *,
+    device: str = "auto",
+    text_encoder: str = "hash",
+    pretrain_seeds: Sequence[int] | None = None,
+    lambdas: Sequence[float] = LAMBDAS,
+    paper_numbers: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run (or finish, or extend) the demo in ``out``; returns the collected results (also ``OUT/results.json``).
 
     Every λ is pretrained once per pretraining seed (default: the budget's ``pretrain_seeds``) with that
@@ -300,5 +361,7 @@ def run_demo(out: str | Path, budget: DemoBudget | str = "quick", *, device: str
     write_json(out / "results.json", results)
     plots = write_plots(out, results)
     (out / "report.md").write_text(render_report(results, plots, paper))
-    print(f"[demo] done: {out / 'report.md'} (stages {results['wall_time_s']['stages_total']:.0f} s in all)", flush=True)
+    print(
+        f"[demo] done: {out / 'report.md'} (stages {results['wall_time_s']['stages_total']:.0f} s in all)", flush=True
+    )
     return results

@@ -1,5 +1,6 @@
 """The demo's results: one JSON gathered from the stages' own files, then the paired analysis over
 pretraining seeds (per-λ means, paired differences to λ = 0 with t intervals, the verdict)."""
+
 from __future__ import annotations
 
 import csv
@@ -45,16 +46,27 @@ def _model_entry(run: DemoRun, seed: int, lam: float) -> tuple[dict[str, Any], l
     config = run.budget.pretrain_config(lam, run.device, seed)
     bg, ap, gen = stages = [json.loads(run.result(t, seed, lam).read_text()) for t in ("bgknown", "apwd", "general")]
     entry = {
-        "lam": lam, "pretrain_seed": seed, "title": model_title(lam), "weights": str(run.weights(seed, lam)),
+        "lam": lam,
+        "pretrain_seed": seed,
+        "title": model_title(lam),
+        "weights": str(run.weights(seed, lam)),
         "run_dir": str(run.run_dir(seed, lam).relative_to(run.out)),
-        "pretrain": {"steps": summary["steps"], "batch_size": config.train.batch_size, "d": config.encoder.d,
-                     "arch": config.encoder.arch, "hidden": config.encoder.hidden,
-                     "wall_time_s": summary["wall_time_s"], "hardware": summary["hardware"],
-                     "final_loss": _last_losses(run.run_dir(seed, lam) / "metrics.csv")},
+        "pretrain": {
+            "steps": summary["steps"],
+            "batch_size": config.train.batch_size,
+            "d": config.encoder.d,
+            "arch": config.encoder.arch,
+            "hidden": config.encoder.hidden,
+            "wall_time_s": summary["wall_time_s"],
+            "hardware": summary["hardware"],
+            "final_loss": _last_losses(run.run_dir(seed, lam) / "metrics.csv"),
+        },
         "bgknown": {c: _mean_std(bg["results"][c]) for c in BG_COLUMNS},
         # R@K in % (the APwD results hold fractions)
-        "apwd": {s: {f"R@{k}": {m: 100.0 * v for m, v in _mean_std(r["metrics"][f"R@{k}"]).items()} for k in KS}
-                 for s, r in sorted(ap["scenes"].items())},
+        "apwd": {
+            s: {f"R@{k}": {m: 100.0 * v for m, v in _mean_std(r["metrics"][f"R@{k}"]).items()} for k in KS}
+            for s, r in sorted(ap["scenes"].items())
+        },
         "general": _mean_std(gen["accuracy"]),
     }
     return entry, stages
@@ -84,20 +96,40 @@ def collect_results(run: DemoRun, invocation_s: float, stage_names: Sequence[str
     bg0, ap0, gen0 = first  # task facts are the same for every model
     stages = {k: v for k, v in run.state["stages"].items() if k in set(stage_names)}
     results = {
-        "format": FORMAT, "budget": run.budget.fingerprint(), "seed": SEED,
-        "pretrain_seeds": list(run.pretrain_seeds), "lambdas": list(run.lambdas),
-        "text_encoder": run.text_encoder, "git_commit": git_commit(),
+        "format": FORMAT,
+        "budget": run.budget.fingerprint(),
+        "seed": SEED,
+        "pretrain_seeds": list(run.pretrain_seeds),
+        "lambdas": list(run.lambdas),
+        "text_encoder": run.text_encoder,
+        "git_commit": git_commit(),
         "hardware": hardware_description(torch.device(run.device), 1),
         "finished": utc_now(),
         "stage_commits": {k: v.get("git_commit", "unknown") for k, v in stages.items()},
-        "wall_time_s": {"stages": {k: v["wall_s"] for k, v in stages.items()},
-                        "stages_total": sum(v["wall_s"] for v in stages.values()), "this_invocation": invocation_s},
-        "tasks": {"bgknown": {"n_train": bg0["n_train"], "n_test": bg0["n_test"], "n_classes": bg0["n_classes"],
-                              "chance": bg0["chance"], "build_id": bg0["build_id"]},
-                  "apwd": {s: {"n_pairs": r["n_pairs"], "chance": {k: 100.0 * v for k, v in r["chance"].items()}}
-                           for s, r in sorted(ap0["scenes"].items())},
-                  "general": {"n_train": gen0["n_train"], "n_test": gen0["n_test"], "n_classes": gen0["n_classes"],
-                              "chance": gen0["chance"]}},
+        "wall_time_s": {
+            "stages": {k: v["wall_s"] for k, v in stages.items()},
+            "stages_total": sum(v["wall_s"] for v in stages.values()),
+            "this_invocation": invocation_s,
+        },
+        "tasks": {
+            "bgknown": {
+                "n_train": bg0["n_train"],
+                "n_test": bg0["n_test"],
+                "n_classes": bg0["n_classes"],
+                "chance": bg0["chance"],
+                "build_id": bg0["build_id"],
+            },
+            "apwd": {
+                s: {"n_pairs": r["n_pairs"], "chance": {k: 100.0 * v for k, v in r["chance"].items()}}
+                for s, r in sorted(ap0["scenes"].items())
+            },
+            "general": {
+                "n_train": gen0["n_train"],
+                "n_test": gen0["n_test"],
+                "n_classes": gen0["n_classes"],
+                "chance": gen0["chance"],
+            },
+        },
         "models": models,
     }
     results.update(analyse(models, list(run.lambdas), list(results["tasks"]["apwd"])))
@@ -120,17 +152,29 @@ def analyse(models: dict[str, dict[str, Any]], lambdas: Sequence[float], scenes:
     per_lambda, paired, effect = {}, {}, {}
     for lam in lambdas:
         per_lambda[model_key(lam)] = {
-            k: {"values": [metric_value(by_lam[lam][s], k) for s in sorted(by_lam[lam])],
-                **t_interval([metric_value(by_lam[lam][s], k) for s in sorted(by_lam[lam])]).to_dict()} for k in keys}
+            k: {
+                "values": [metric_value(by_lam[lam][s], k) for s in sorted(by_lam[lam])],
+                **t_interval([metric_value(by_lam[lam][s], k) for s in sorted(by_lam[lam])]).to_dict(),
+            }
+            for k in keys
+        }
         if lam == 0.0:
             continue
         paired[model_key(lam)] = {}
         for k in keys:
-            diffs = paired_differences({s: metric_value(m, k) for s, m in by_lam[0.0].items()},
-                                       {s: metric_value(m, k) for s, m in by_lam[lam].items()})
-            paired[model_key(lam)][k] = {"seeds": sorted(by_lam[lam]), "differences": diffs, **t_interval(diffs).to_dict()}
-        effect[model_key(lam)] = verdict(t_interval(paired[model_key(lam)]["bgknown.a"]["differences"]),
-                                         t_interval(paired[model_key(lam)]["bgknown.mix"]["differences"]))
+            diffs = paired_differences(
+                {s: metric_value(m, k) for s, m in by_lam[0.0].items()},
+                {s: metric_value(m, k) for s, m in by_lam[lam].items()},
+            )
+            paired[model_key(lam)][k] = {
+                "seeds": sorted(by_lam[lam]),
+                "differences": diffs,
+                **t_interval(diffs).to_dict(),
+            }
+        effect[model_key(lam)] = verdict(
+            t_interval(paired[model_key(lam)]["bgknown.a"]["differences"]),
+            t_interval(paired[model_key(lam)]["bgknown.mix"]["differences"]),
+        )
     return {"per_lambda": per_lambda, "paired": paired, "effect": effect}
 
 
@@ -141,24 +185,29 @@ def combine_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
         raise DemoError("give the results of at least one demo (its OUT/results.json or OUT folder)")
     old = [i for i, r in enumerate(results) if r.get("format") != FORMAT]
     if old:
-        raise DemoError(f"results #{old[0] + 1} is of an earlier format ({results[old[0]].get('format')!r}, one "
-                        f"pretraining seed per demo); rerun it with this version ({FORMAT})")
+        raise DemoError(
+            f"results #{old[0] + 1} is of an earlier format ({results[old[0]].get('format')!r}, one "
+            f"pretraining seed per demo); rerun it with this version ({FORMAT})"
+        )
     same = {json.dumps([r["budget"], r["text_encoder"], r.get("seed"), r["tasks"]], sort_keys=True) for r in results}
     if len(same) != 1:
-        raise DemoError("these demos differ in more than the pretraining seeds (budget, text encoder or tasks); "
-                        "only demos that differ in --pretrain-seeds (or --lambdas) can be combined")
+        raise DemoError(
+            "these demos differ in more than the pretraining seeds (budget, text encoder or tasks); "
+            "only demos that differ in --pretrain-seeds (or --lambdas) can be combined"
+        )
     models: dict[str, dict[str, Any]] = {}
     for r in results:
         for key, m in r["models"].items():
             if key in models:
-                raise DemoError(f"two demos both hold {key} (pretraining seed {m['pretrain_seed']}, λ = {m['lam']:g}); "
-                                "give each pretraining seed once")
+                raise DemoError(
+                    f"two demos both hold {key} (pretraining seed {m['pretrain_seed']}, λ = {m['lam']:g}); "
+                    "give each pretraining seed once"
+                )
             models[key] = m
     lambdas = [0.0, *sorted({m["lam"] for m in models.values()} - {0.0})]
     seeds = sorted({m["pretrain_seed"] for m in models.values()})
     combined = {k: v for k, v in results[0].items() if k not in ("models", "per_lambda", "paired", "effect")}
-    combined.update({"pretrain_seeds": seeds, "lambdas": lambdas, "models": models,
-                     "combined_from": len(results)})
+    combined.update({"pretrain_seeds": seeds, "lambdas": lambdas, "models": models, "combined_from": len(results)})
     combined.update(analyse(models, lambdas, list(results[0]["tasks"]["apwd"])))
     return combined
 

@@ -5,6 +5,7 @@ often more than λ does. λ = 0 and λ > 0 share each seed, so their difference 
 seed does to both, and the interval is over those differences (n = number of pretraining seeds), not over
 evaluation seeds (which see one pretrained model each and understate the uncertainty).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,7 +36,7 @@ class Interval:
     """Mean of n values with its two-sided ``level`` t interval; lo/hi are None when n < 2 (no spread)."""
 
     mean: float
-    sd: float | None          # sample standard deviation (n - 1); None when n < 2
+    sd: float | None  # sample standard deviation (n - 1); None when n < 2
     n: int
     lo: float | None
     hi: float | None
@@ -71,8 +72,10 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> Interval:
 def paired_differences(base: Mapping[int, float], other: Mapping[int, float]) -> list[float]:
     """other[s] − base[s] for every pretraining seed s that both have, in seed order; both must have the same seeds."""
     if set(base) != set(other):
-        raise DemoError(f"the paired design needs both models at every pretraining seed; λ = 0 has seeds "
-                        f"{sorted(base)}, the other {sorted(other)}: run the missing pretrainings")
+        raise DemoError(
+            f"the paired design needs both models at every pretraining seed; λ = 0 has seeds "
+            f"{sorted(base)}, the other {sorted(other)}: run the missing pretrainings"
+        )
     return [other[s] - base[s] for s in sorted(base)]
 
 

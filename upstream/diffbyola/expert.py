@@ -25,6 +25,7 @@ The model stays frozen in eval mode (BatchNorm running statistics, no dropout) w
 Hidden states come from the frozen inference copy (``hear_diffbyola.inference``, BatchNorm folded into
 the convolutions), the same fast path as the HEAR module; the model's state is never changed by a call.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -52,12 +53,16 @@ def read_model_config(model_config: str | Path | dict | None) -> dict[str, float
 
         path = Path(model_config)
         if not path.is_file():
-            raise FileNotFoundError(f"diffbyola model_config {path} does not exist; it is an optional YAML file "
-                                    f"with keys {list(OPTIONS)} (s3prl runner: -g PATH)")
+            raise FileNotFoundError(
+                f"diffbyola model_config {path} does not exist; it is an optional YAML file "
+                f"with keys {list(OPTIONS)} (s3prl runner: -g PATH)"
+            )
         data = yaml.safe_load(path.read_text()) or {}
         if not isinstance(data, dict):
-            raise ValueError(f"diffbyola model_config {path}: expected a mapping with keys {list(OPTIONS)}, "
-                             f"got {type(data).__name__}")
+            raise ValueError(
+                f"diffbyola model_config {path}: expected a mapping with keys {list(OPTIONS)}, "
+                f"got {type(data).__name__}"
+            )
     unknown = sorted(set(data) - set(OPTIONS))
     if unknown:
         raise ValueError(f"diffbyola model_config: unknown keys {unknown}; valid keys: {list(OPTIONS)}")
@@ -65,27 +70,31 @@ def read_model_config(model_config: str | Path | dict | None) -> dict[str, float
 
 
 class UpstreamExpert(nn.Module):
-    def __init__(self, ckpt: str | Path | None = None, model_config: str | Path | dict | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, ckpt: str | Path | None = None, model_config: str | Path | dict | None = None, **kwargs: Any
+    ) -> None:
         """``ckpt``: our ``.safetensors`` or an official BYOL-A ``.pth`` (None: the shipped weights).
         ``model_config`` / keyword arguments: optional ``norm_mean``, ``norm_std``."""
         super().__init__()
         kwargs.pop("refresh", None)  # s3prl passes it; nothing is downloaded
         unknown = sorted(set(kwargs) - set(OPTIONS))
         if unknown:
-            raise TypeError(f"diffbyola UpstreamExpert: unexpected arguments {unknown}; "
-                            f"accepted: ckpt, model_config, refresh, {', '.join(OPTIONS)}")
+            raise TypeError(
+                f"diffbyola UpstreamExpert: unexpected arguments {unknown}; "
+                f"accepted: ckpt, model_config, refresh, {', '.join(OPTIONS)}"
+            )
         options = {**read_model_config(model_config), **{k: float(v) for k, v in kwargs.items()}}
         self.model = load_pretrained(ckpt or None, **options)
         if self.model.sample_rate != SAMPLE_RATE:
-            raise ValueError(f"diffbyola: weights {ckpt} expect {self.model.sample_rate} Hz audio, "
-                             f"s3prl feeds {SAMPLE_RATE} Hz")
+            raise ValueError(
+                f"diffbyola: weights {ckpt} expect {self.model.sample_rate} Hz audio, s3prl feeds {SAMPLE_RATE} Hz"
+            )
         self.grid = FrameGrid.of(self.model)  # 40 ms: native for v2, two shifted passes for v1
         self.downsample_rate = self.grid.hop_samples
         self.layer_names = tuple(self.model.encoder.layer_names)
         self.model.eval()
 
-    def train(self, mode: bool = True) -> "UpstreamExpert":
+    def train(self, mode: bool = True) -> UpstreamExpert:
         super().train(mode)
         self.model.eval()  # a frozen feature extractor: S3PRLUpstream calls train() after its probe
         return self
@@ -99,8 +108,9 @@ class UpstreamExpert(nn.Module):
             raise ValueError("diffbyola: empty batch (no waveforms)")
         for i, w in enumerate(wavs):
             if w.ndim != 1:
-                raise ValueError(f"diffbyola: waveform {i} has shape {tuple(w.shape)}; s3prl upstreams take "
-                                 "1-D mono 16 kHz tensors")
+                raise ValueError(
+                    f"diffbyola: waveform {i} has shape {tuple(w.shape)}; s3prl upstreams take 1-D mono 16 kHz tensors"
+                )
         # the HEAR module's checks: integer PCM and NaN/Inf refused, far-too-loud audio warned about
         check_audio(wavs, "diffbyola upstream")
         check_model_dtype(self.model, "diffbyola upstream")
@@ -111,7 +121,7 @@ class UpstreamExpert(nn.Module):
         n = max(longest, self.grid.samples_for(t), self.grid.min_samples)
         batch = wavs[0].new_zeros(len(wavs), n, dtype=torch.float32)  # (B, n)
         for i, w in enumerate(wavs):
-            batch[i, :w.shape[0]] = w
+            batch[i, : w.shape[0]] = w
         # the encoder's layer_frames through the frozen eval-mode inference copy (embed.layer_frames)
         hidden, _ = dense_frames(self.model, batch, shifts=self.grid.shifts, fn=layer_frames(self.model))
         hidden = [h[:, :t] for h in hidden]

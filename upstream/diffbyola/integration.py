@@ -6,11 +6,12 @@ The s3prl mechanics (compatibility shims, hub attributes, the runner, linking in
 core, ``hear_diffbyola.s3prl``, which knows nothing of this folder; this module hands it our entries
 and our folder.
 """
+
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hear_diffbyola import s3prl as _s3prl
 
@@ -54,6 +55,7 @@ def uninstall(root: str | Path | None = None) -> list[str]:
 # ---------------------------------------------------------------------------------------------------
 # commands
 
+
 def cmd_s3prl(args: argparse.Namespace) -> int:
     return run_downstream(args.runner_args)
 
@@ -68,15 +70,22 @@ def cmd_s3prl_install(args: argparse.Namespace) -> int:
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """Add ``s3prl`` and ``s3prl-install`` to the top-level subcommands."""
     # prefix_chars="+": every argument after 's3prl' (-m, -u, --help ...) goes to s3prl's runner untouched
-    s3 = sub.add_parser("s3prl", prefix_chars="+", add_help=False,
-                        help="run s3prl's downstream runner with the diffbyola upstreams registered "
-                             "(arguments are run_downstream.py's, e.g. -m train -u diffbyola -d emotion -c CONFIG -p EXPDIR)")
+    s3 = sub.add_parser(
+        "s3prl",
+        prefix_chars="+",
+        add_help=False,
+        help="run s3prl's downstream runner with the diffbyola upstreams registered "
+        "(arguments are run_downstream.py's, e.g. -m train -u diffbyola -d emotion -c CONFIG -p EXPDIR)",
+    )
     s3.add_argument("runner_args", nargs=argparse.REMAINDER)
     s3.set_defaults(func=cmd_s3prl)
 
-    si = sub.add_parser("s3prl-install", help="link upstream/diffbyola into an s3prl tree and add it to s3prl/hub.py",
-                        description="For s3prl source checkouts: afterwards s3prl's own run_downstream.py knows "
-                                    "-u diffbyola. Idempotent; --uninstall reverses it exactly.")
+    si = sub.add_parser(
+        "s3prl-install",
+        help="link upstream/diffbyola into an s3prl tree and add it to s3prl/hub.py",
+        description="For s3prl source checkouts: afterwards s3prl's own run_downstream.py knows "
+        "-u diffbyola. Idempotent; --uninstall reverses it exactly.",
+    )
     si.add_argument("--s3prl-root", help="s3prl checkout (or its s3prl/ package folder); default: the installed s3prl")
     si.add_argument("--copy", action="store_true", help="copy the upstream folder instead of linking it")
     si.add_argument("--uninstall", action="store_true", help="remove the link (or copy) and the hub.py line")

@@ -12,7 +12,8 @@
   ``ref_lufs + snr_db``. A common gain then keeps every output under ``peak_limit``; a common gain moves
   both loudnesses by the same number of dB, so the SNR survives it.
 
-Scaper itself is not used: 1.6.5 does not install on Python 3.11 with numpy 2 (see /work/shared/README.md).
+Scaper itself is not used: 1.6.5 does not install on Python 3.11 with numpy 2 (soxbindings has no cp311
+wheel, and its generate() uses np.Inf, removed in numpy 2).
 """
 
 from __future__ import annotations

@@ -147,8 +147,9 @@ class LogMelSpectrogram(nn.Module):
         )
         self.register_buffer("mel_fb", fb, persistent=False)
 
-    def forward(self, wave: torch.Tensor, center: bool = True) -> torch.Tensor:
-        # wave: (B, N) or (N,) -> (B, n_mels, T); T = 1 + N // hop centred, 1 + (N - n_fft) // hop otherwise
+    def forward(self, wave: torch.Tensor, center: bool = True, time_major: bool = False) -> torch.Tensor:
+        # wave: (B, N) or (N,) -> (B, n_mels, T), or (B, T, n_mels) when time_major (the fast inference
+        # path's layout); T = 1 + N // hop centred, 1 + (N - n_fft) // hop otherwise
         if wave.ndim == 1:
             wave = wave[None]
         c = self.config
@@ -165,8 +166,9 @@ class LogMelSpectrogram(nn.Module):
                 return_complex=True,
             )  # (B, n_fft//2+1, T)
             power = spec.real.square() + spec.imag.square()
-            mel = torch.matmul(power.transpose(1, 2), self.mel_fb).transpose(1, 2)  # (B, n_mels, T)
-            return torch.log(mel + c.eps)
+            mel = torch.matmul(power.transpose(1, 2), self.mel_fb)  # (B, T, n_mels)
+            mel = mel.add_(c.eps).log_()  # in place: the product is a fresh tensor of ours
+            return mel if time_major else mel.transpose(1, 2)
 
 
 class Normalizer(nn.Module):

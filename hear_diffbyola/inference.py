@@ -210,20 +210,7 @@ def inference_encoder(encoder: AudioNTT) -> InferenceEncoder:
 def logmel_time_major(frontend: Frontend, seg: torch.Tensor) -> torch.Tensor:
     """Normalised log-mel of an already padded segment (B, L), time-major: (B, 1, T, F), T = 1 + (L - n_fft) // hop.
 
-    The front end's own operations (STFT, power, mel matmul, log, normalisation) without its final transpose."""
-    c, lm = frontend.config, frontend.logmel
-    with torch.autocast(device_type=seg.device.type, enabled=False):
-        spec = torch.stft(
-            seg.float(),
-            n_fft=c.n_fft,
-            hop_length=c.hop_length,
-            win_length=c.win_length,
-            window=lm.window,
-            center=False,
-            return_complex=True,
-        )  # (B, n_fft//2+1, T)
-        power = spec.real.square() + spec.imag.square()
-        mel = torch.matmul(power.transpose(1, 2), lm.mel_fb)  # (B, T, n_mels)
-        mel = mel.add_(c.eps).log_()
+    The one front end's own log-mel, in the layout the fast encoder reads, normalised in place."""
+    mel = frontend.logmel(seg, center=False, time_major=True)  # (B, T, n_mels)
     norm = frontend.norm
     return mel.sub_(norm.mean).div_(norm.std).unsqueeze(1)

@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import torch
+from test_train import TINY as TINY_CORE  # the core tests' tiny configuration
 
 from hear_diffbyola.cli import main
 from hear_diffbyola.tasks import heartask
@@ -35,22 +36,7 @@ from hear_diffbyola.tasks.linear_eval import LinearEvalConfig
 from hear_diffbyola.tasks.scene_task import evaluate_scene_task
 
 # BYOL-A v2's encoder at its smallest (1024 conv features + 64 fc outputs), as the core's tests use it
-TINY_PRETRAIN = (
-    "encoder.arch=audiontt2022",
-    "encoder.d=1088",
-    "encoder.hidden=32",
-    "learner.proj_hidden=64",
-    "learner.proj_dim=32",
-    "augment.mixup_memory=64",
-    "train.embedded_size=48",
-    "train.embedded_duration=1.0",
-    "train.batch_size=8",
-    "train.norm_clips=16",
-    "train.num_workers=0",
-    "train.log_every=1",
-    "train.steps=4",
-    "train.checkpoint_every=2",
-)
+TINY_PRETRAIN = ("encoder.arch=audiontt2022", *TINY_CORE, "train.steps=4", "train.checkpoint_every=2")
 TINY = DemoBudget(
     name="tiny",
     pretrain=TINY_PRETRAIN,

@@ -5,7 +5,6 @@ import json
 import math
 import os
 import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -492,37 +491,8 @@ def test_every_subpackage_is_listed_for_installation():
 
 
 @pytest.mark.slow
-def test_a_built_wheel_ships_the_weights_where_default_weights_looks(tmp_path):
-    src = tmp_path / "src"
-    shutil.copytree(
-        REPO,
-        src,
-        ignore=shutil.ignore_patterns(
-            ".git", "build", "dist", "runs", "*.egg-info", "__pycache__", ".pytest_cache", ".benchmarks"
-        ),
-    )
-    (src / "weights").mkdir(exist_ok=True)
-    for name in (DEFAULT_WEIGHTS.name, "README.md"):  # stand-ins until the shipped files exist: this
-        if not (src / "weights" / name).is_file():  # test is about the packaging, not the weights
-            (src / "weights" / name).write_bytes(b"stand-in")
-    res = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--no-deps",
-            "--no-build-isolation",
-            "-q",
-            "-w",
-            str(tmp_path / "dist"),
-            str(src),
-        ],
-        capture_output=True,
-        text=True,
-    )
-    assert res.returncode == 0, res.stderr[-3000:]
-    (wheel,) = (tmp_path / "dist").glob("hear_diffbyola-*.whl")
+def test_a_built_wheel_ships_the_weights_where_default_weights_looks(built_wheel, tmp_path):
+    wheel, src = built_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     for f in list((src / "weights").glob("*.safetensors")) + [src / "weights" / "README.md"]:
         assert f"hear_diffbyola/_weights/{f.name}" in names

@@ -26,6 +26,7 @@ from hear_diffbyola.tasks.demo import (
     verdict,
 )
 from hear_diffbyola.tasks.demo.pipeline import (
+    DemoRun,
     _open_state,
     check_lambdas,
     pretraining_finished,
@@ -302,15 +303,32 @@ def test_demo_refuses_a_folder_with_other_settings_or_foreign_content(tmp_path):
         run_demo(old, TINY, progress=False)
 
 
+def _state(out, text_encoder="hash", seeds=(0,), lambdas=(0.0, 0.5), corpus="embedded", bgknown_task=None):
+    return _open_state(DemoRun(out, TINY, "cpu", text_encoder, False, seeds, lambdas, corpus, bgknown_task))
+
+
 def test_more_seeds_or_lambdas_extend_a_demo_folder_and_keep_its_stages(tmp_path):
-    first = _open_state(tmp_path, TINY, "hash", (0,), (0.0, 0.5))
+    first = _state(tmp_path)
     first["stages"]["pretrain seed0/lam0"] = {"wall_s": 1.0}
     (tmp_path / "demo_state.json").write_text(json.dumps(first))
-    more = _open_state(tmp_path, TINY, "hash", (0, 1, 2), (0.0, 0.2, 0.5))
+    more = _state(tmp_path, seeds=(0, 1, 2), lambdas=(0.0, 0.2, 0.5))
     assert more["stages"] == {"pretrain seed0/lam0": {"wall_s": 1.0}}
     assert more["settings"]["pretrain_seeds"] == [0, 1, 2] and more["settings"]["lambdas"] == [0.0, 0.2, 0.5]
     with pytest.raises(DemoError, match="other settings"):
-        _open_state(tmp_path, TINY, "minilm", (0,), (0.0, 0.5))
+        _state(tmp_path, text_encoder="minilm")
+    with pytest.raises(DemoError, match="other settings.*corpus 'embedded'.*asked.*corpus '/data/mine'"):
+        _state(tmp_path, corpus="/data/mine")
+    with pytest.raises(DemoError, match="other settings.*BgKnown task synthetic.*asked.*BgKnown task /tasks/real"):
+        _state(tmp_path, bgknown_task="/tasks/real")
+
+
+def test_a_demo_folder_from_before_corpus_and_task_options_reads_as_embedded_and_synthetic(tmp_path):
+    old = _state(tmp_path)
+    del old["settings"]["corpus"], old["settings"]["bgknown_task"]
+    (tmp_path / "demo_state.json").write_text(json.dumps(old))
+    assert _state(tmp_path)["settings"]["corpus"] == "embedded"
+    with pytest.raises(DemoError, match="other settings"):
+        _state(tmp_path, corpus="/data/mine")
 
 
 def test_models_of_one_seed_differ_in_lambda_only_and_start_from_the_same_weights():
@@ -611,3 +629,49 @@ def test_cli_demo_budget_defaults_to_decide_on_a_named_gpu(monkeypatch, tmp_path
     assert calls[0][2]["pretrain_seeds"] is None  # the budget's own seeds (decide: 0-7)
     assert calls[2][2]["pretrain_seeds"] == [0, 1, 2] and calls[2][2]["lambdas"] == [0.0, 0.2, 0.5, 0.8]
     assert "budget 'decide' (the default for --device cuda" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_demo_on_a_users_corpus_and_a_built_bgknown_task(tmp_path, capsys):
+    import soundfile as sf
+    from test_folder_source import PARAMS, make_folders
+
+    from hear_diffbyola.tasks.bgknown.folder_source import build_from_folders
+    from hear_diffbyola.tasks.bgknown.manifest import load_task
+
+    fg, bg = make_folders(tmp_path / "sounds")
+    task_dir = build_from_folders(fg, bg, tmp_path / "task", seed=3, params=PARAMS, workers=0, progress=False)
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(10):  # TINY's batch is 8
+        sf.write(corpus / f"c{i}.wav", (0.1 * rng.normal(size=16000 + 2000 * i)).astype(np.float32), 16000)
+    one_seed = DemoBudget(**{**TINY.to_dict(), "pretrain_seeds": (0,)})
+    out = tmp_path / "out"
+
+    with pytest.raises(DemoError, match="--corpus .*nowhere: no such folder"):
+        run_demo(out, one_seed, corpus=str(tmp_path / "nowhere"), progress=False)
+    assert not out.exists()  # refused before anything is written
+
+    results = run_demo(out, one_seed, corpus=str(corpus), bgknown_task=task_dir, progress=False)
+    assert results["corpus"] == str(corpus.resolve()) and results["bgknown_task"] == str(task_dir.resolve())
+    for key in ("lam0", "lam0.5"):
+        config = __import__("yaml").safe_load((out / "runs" / "seed0" / key / "config.yaml").read_text())
+        assert config["train"]["corpus"] == str(corpus.resolve())
+    assert "corpus: 10 audio files" in capsys.readouterr().out  # the trainer read the user's files
+    # the given task is scored as it is: not rebuilt, its build and sizes in the results
+    assert not (out / "tasks" / "bgknown").exists()
+    task = load_task(task_dir)
+    facts = results["tasks"]["bgknown"]
+    assert facts["build_id"] == task.build_id and facts["n_classes"] == 3
+    n_fit = len(task.items["train"]) + len(task.items["valid"])  # the linear protocol holds out its own validation
+    assert facts["n_test"] == len(task.items["test"]) and facts["n_train"] == n_fit
+    assert (
+        "check bgknown" in results["wall_time_s"]["stages"] and "build bgknown" not in results["wall_time_s"]["stages"]
+    )
+    report = (out / "report.md").read_text()
+    assert f"pretrained on the corpus `{corpus.resolve()}`" in report
+    assert f"## BgKnown (task {task_dir.resolve()}; " in report
+    # the same folder with the embedded corpus is another demo: refused, nothing mixed
+    with pytest.raises(DemoError, match="other settings"):
+        run_demo(out, one_seed, bgknown_task=task_dir, progress=False)

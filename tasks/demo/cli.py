@@ -41,6 +41,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         text_encoder=args.text_encoder,
         pretrain_seeds=seeds,
         lambdas=_list(args.lambdas, float, "--lambdas"),
+        corpus=args.corpus,
+        bgknown_task=args.bgknown_task,
         paper_numbers=args.paper_numbers,
         progress=not args.no_progress,
     )
@@ -100,6 +102,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         metavar="L,L,...",
         help="lambda values, 0 first (the baseline each other is paired with), e.g. 0,0.2,0.5,0.8 for the "
         "paper's sweep (default 0,0.5)",
+    )
+    dm.add_argument(
+        "--corpus",
+        default="embedded",
+        help="pretraining corpus: 'embedded' (default), a folder of audio or a .csv/.txt list (as for pretrain)",
+    )
+    dm.add_argument(
+        "--bgknown-task",
+        metavar="DIR",
+        help="score on this built BgKnown task (e.g. from 'bgknown build --fg-folder/--bg-folder' on real "
+        "recordings) instead of building the synthetic one",
     )
     dm.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N (pretraining and embedding)")
     dm.add_argument(

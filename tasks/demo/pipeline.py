@@ -47,6 +47,8 @@ class DemoRun:
     progress: bool
     pretrain_seeds: tuple[int, ...] = (SEED,)
     lambdas: tuple[float, ...] = LAMBDAS
+    corpus: str = "embedded"  # the pretraining corpus: 'embedded' or a folder / list of the user's audio
+    bgknown_task: Path | None = None  # a built BgKnown task to score on instead of the synthetic one
     state: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -76,7 +78,12 @@ class DemoRun:
     def weights(self, seed: int, lam: float) -> Path:
         return self.out / "weights" / f"seed{seed}" / f"{model_key(lam)}.safetensors"
 
+    def pretrain_config(self, seed: int, lam: float) -> PretrainConfig:
+        return self.budget.pretrain_config(lam, self.device, seed, self.corpus)
+
     def task(self, name: str) -> Path:
+        if name == "bgknown" and self.bgknown_task is not None:
+            return self.bgknown_task
         return self.out / "tasks" / name
 
     def result(self, task: str, seed: int, lam: float) -> Path:
@@ -111,22 +118,23 @@ def check_pretrain_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
     return out
 
 
-# what must match to continue a demo in the same folder; pretraining seeds and λ may grow (their stages are
-# named by seed and λ, so the ones done stay valid)
-FIXED_SETTINGS = ("budget", "text_encoder", "seed")
+# what must match to continue a demo in the same folder (with the value a folder written before the setting
+# existed holds); pretraining seeds and λ may grow (their stages are named by seed and λ, so the ones done stay valid)
+FIXED_SETTINGS = {"budget": None, "text_encoder": None, "seed": None, "corpus": "embedded", "bgknown_task": None}
 
 
-def _open_state(
-    out: Path, budget: DemoBudget, text_encoder: str, pretrain_seeds: tuple[int, ...], lambdas: tuple[float, ...]
-) -> dict[str, Any]:
-    """The state of an earlier demo in ``out`` with the same settings, or a fresh one; other settings -> error."""
+def _open_state(run: DemoRun) -> dict[str, Any]:
+    """The state of an earlier demo in ``run.out`` with the same settings, or a fresh one; other settings -> error."""
+    out = run.out
     path = out / STATE
     settings = {
-        "budget": budget.fingerprint(),
-        "text_encoder": text_encoder,
-        "lambdas": list(lambdas),
+        "budget": run.budget.fingerprint(),
+        "text_encoder": run.text_encoder,
+        "lambdas": list(run.lambdas),
         "seed": SEED,
-        "pretrain_seeds": list(pretrain_seeds),
+        "pretrain_seeds": list(run.pretrain_seeds),
+        "corpus": run.corpus,
+        "bgknown_task": None if run.bgknown_task is None else str(run.bgknown_task),
     }
     if path.is_file():
         try:
@@ -139,7 +147,7 @@ def _open_state(
                 f"{out} holds a demo of an earlier format (one pretraining seed, no paired design); "
                 "choose another --out, or delete it to start over"
             )
-        if any(old.get(k) != settings[k] for k in FIXED_SETTINGS):
+        if any(old.get(k, default) != settings[k] for k, default in FIXED_SETTINGS.items()):
             raise DemoError(
                 f"{out} holds a demo run with other settings ({_describe(old)}, "
                 f"asked: {_describe(settings)}); choose another --out, or delete it to start over"
@@ -154,7 +162,8 @@ def _open_state(
 def _describe(settings: dict[str, Any]) -> str:
     return (
         f"budget {settings.get('budget', {}).get('name')!r}, text encoder {settings.get('text_encoder')!r}, "
-        f"task seed {settings.get('seed')}"
+        f"task seed {settings.get('seed')}, corpus {settings.get('corpus', 'embedded')!r}, "
+        f"BgKnown task {settings.get('bgknown_task') or 'synthetic'}"
     )
 
 
@@ -180,7 +189,7 @@ def _pretrain(run: DemoRun, seed: int, lam: float) -> None:
     from hear_diffbyola.weights import export_run
 
     run_dir = run.run_dir(seed, lam)
-    config = run.budget.pretrain_config(lam, run.device, seed)
+    config = run.pretrain_config(seed, lam)
     if pretraining_finished(run_dir, config):
         print(f"[demo] {run_dir} is a finished pretraining run; kept as it is", flush=True)
     else:  # a run stopped before its last step resumes from its last checkpoint
@@ -196,6 +205,15 @@ def _fresh(path: Path) -> Path:
     if path.exists():
         shutil.rmtree(path)
     return path
+
+
+def _check_bgknown(run: DemoRun) -> None:
+    """A given BgKnown task is read once before any pretraining, so a wrong path fails in seconds, not hours."""
+    from ..bgknown.manifest import load_task
+
+    task = load_task(run.task("bgknown"))
+    sizes = ", ".join(f"{len(v)} {k}" for k, v in task.items.items())
+    print(f"[demo] BgKnown task {run.task('bgknown')}: {sizes} items", flush=True)
 
 
 def _build_bgknown(run: DemoRun) -> None:
@@ -303,7 +321,9 @@ def _plan(run: DemoRun) -> list[tuple[str, Callable[[], None]]]:
     (every λ) and their evaluations, so that an interrupted demo holds whole seeds. Stage names carry the seed
     and λ, so more seeds or λ extend a demo."""
     plan: list[tuple[str, Callable[[], None]]] = [
-        ("build bgknown", lambda: _build_bgknown(run)),
+        ("check bgknown", lambda: _check_bgknown(run))
+        if run.bgknown_task is not None
+        else ("build bgknown", lambda: _build_bgknown(run)),
         ("build apwd", lambda: _build_apwd(run)),
         ("build general", lambda: _build_general(run)),
     ]
@@ -328,6 +348,8 @@ def run_demo(
     text_encoder: str = "hash",
     pretrain_seeds: Sequence[int] | None = None,
     lambdas: Sequence[float] = LAMBDAS,
+    corpus: str = "embedded",
+    bgknown_task: str | Path | None = None,
     paper_numbers: str | Path | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
@@ -336,7 +358,10 @@ def run_demo(
     Every λ is pretrained once per pretraining seed (default: the budget's ``pretrain_seeds``) with that
     seed's data order and initialisation; tasks and evaluation seeds are the same for all. The effect of
     each λ > 0 is its paired difference to λ = 0 per seed, with a t interval over the seeds.
-    ``paper_numbers``: a JSON file to show instead of the paper's numbers shipped with the package."""
+    ``corpus``: pretrain on a folder or list of the user's audio instead of the embedded corpus (resolved to an
+    absolute path); ``bgknown_task``: score on this built BgKnown task (e.g. ``bgknown build --fg-folder ...``)
+    instead of building the synthetic one. ``paper_numbers``: a JSON file to show instead of the paper's
+    numbers shipped with the package."""
     if isinstance(budget, str):
         if budget not in BUDGETS:
             raise DemoError(f"unknown budget {budget!r}; choose one of {', '.join(BUDGETS)}")
@@ -347,8 +372,15 @@ def run_demo(
     from hear_diffbyola.train import pick_device
 
     out = Path(out)
-    run = DemoRun(out, budget, str(pick_device(device)), text_encoder, progress, seeds, lams)
-    run.state = _open_state(out, budget, text_encoder, seeds, lams)
+    if corpus != "embedded":
+        if not Path(corpus).exists():
+            raise DemoError(
+                f"--corpus {corpus}: no such folder or list; give a folder of audio, a .csv/.txt list or 'embedded'"
+            )
+        corpus = str(Path(corpus).resolve())
+    task = None if bgknown_task is None else Path(bgknown_task).resolve()
+    run = DemoRun(out, budget, str(pick_device(device)), text_encoder, progress, seeds, lams, corpus, task)
+    run.state = _open_state(run)
     out.mkdir(parents=True, exist_ok=True)
     run.save_state()
     t0 = time.perf_counter()

@@ -112,10 +112,10 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
     some = next(iter(results["models"].values()))["pretrain"]
     md = [
         f"# hear-diffbyola demo ({b['name']} budget)\n",
-        f"λ ∈ {{{', '.join(f'{x:g}' for x in lambdas)}}} pretrained on the embedded procedural corpus with "
+        f"λ ∈ {{{', '.join(f'{x:g}' for x in lambdas)}}} pretrained on {_corpus(results)} with "
         f"{some.get('arch', 'the default encoder')} (d = {some['d']}), each λ once per pretraining seed "
         f"({', '.join(map(str, seeds))}; n = {n}): all λ of a seed share its data order and initialisation. "
-        f"Scored on synthetic versions of the paper's tasks. Hardware: {results['hardware']}. Code: "
+        f"Scored on {_tasks(results)}. Hardware: {results['hardware']}. Code: "
         f"{_commits(results)}. Wall time of all stages: {walls['stages_total'] / 60:.1f} min.\n",
         f"How to read the tables: a λ row is the mean over the {n} pretraining seed{'s' if n != 1 else ''} of each "
         f"model's score (itself the mean over {b['seeds']} evaluation seeds), with its 95 % t interval over "
@@ -171,7 +171,8 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
     bg = t["bgknown"]
     bg_keys = [f"bgknown.{c}" for c in BG_COLUMNS]
     md += [
-        "## BgKnown (synthetic; the paper's Table 1 layout)\n",
+        f"## BgKnown ({'synthetic' if results.get('bgknown_task') is None else 'task ' + results['bgknown_task']}; "
+        "the paper's Table 1 layout)\n",
         f"Linear evaluation of y_mix (Mix) and y_diff = y_mix − y_bg with the background reference (a) the same "
         f"segment, (b) half overlapping, (c) not overlapping. {bg['n_classes']} classes, {bg['n_train']} training / "
         f"{bg['n_test']} test items, chance {bg['chance']:.1f} %.\n",
@@ -229,6 +230,17 @@ def render_report(results: dict[str, Any], plots: dict[str, str], paper: dict[st
         ),
     ]
     return "\n".join(md)
+
+
+def _corpus(results: dict[str, Any]) -> str:
+    corpus = results.get("corpus", "embedded")
+    return "the embedded procedural corpus" if corpus == "embedded" else f"the corpus `{corpus}`"
+
+
+def _tasks(results: dict[str, Any]) -> str:
+    if results.get("bgknown_task") is None:
+        return "synthetic versions of the paper's tasks"
+    return f"the BgKnown task `{results['bgknown_task']}` and synthetic versions of APwD and the general-purpose task"
 
 
 def _ordered(results: dict[str, Any]) -> list[dict[str, Any]]:

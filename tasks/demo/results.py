@@ -43,7 +43,7 @@ def _mean_std(d: dict[str, Any]) -> dict[str, float]:
 def _model_entry(run: DemoRun, seed: int, lam: float) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One pretrained model's facts and scores (in %), and its three stage results as read."""
     summary = json.loads((run.run_dir(seed, lam) / "summary.json").read_text())
-    config = run.budget.pretrain_config(lam, run.device, seed)
+    config = run.pretrain_config(seed, lam)
     bg, ap, gen = stages = [json.loads(run.result(t, seed, lam).read_text()) for t in ("bgknown", "apwd", "general")]
     entry = {
         "lam": lam,
@@ -102,6 +102,8 @@ def collect_results(run: DemoRun, invocation_s: float, stage_names: Sequence[str
         "pretrain_seeds": list(run.pretrain_seeds),
         "lambdas": list(run.lambdas),
         "text_encoder": run.text_encoder,
+        "corpus": run.corpus,
+        "bgknown_task": None if run.bgknown_task is None else str(run.bgknown_task),
         "git_commit": git_commit(),
         "hardware": hardware_description(torch.device(run.device), 1),
         "finished": utc_now(),
@@ -189,10 +191,15 @@ def combine_results(results: Sequence[dict[str, Any]]) -> dict[str, Any]:
             f"results #{old[0] + 1} is of an earlier format ({results[old[0]].get('format')!r}, one "
             f"pretraining seed per demo); rerun it with this version ({FORMAT})"
         )
-    same = {json.dumps([r["budget"], r["text_encoder"], r.get("seed"), r["tasks"]], sort_keys=True) for r in results}
+    same = {
+        json.dumps(
+            [r["budget"], r["text_encoder"], r.get("seed"), r["tasks"], r.get("corpus", "embedded")], sort_keys=True
+        )
+        for r in results
+    }
     if len(same) != 1:
         raise DemoError(
-            "these demos differ in more than the pretraining seeds (budget, text encoder or tasks); "
+            "these demos differ in more than the pretraining seeds (budget, text encoder, corpus or tasks); "
             "only demos that differ in --pretrain-seeds (or --lambdas) can be combined"
         )
     models: dict[str, dict[str, Any]] = {}

@@ -58,10 +58,12 @@ class DemoBudget(DictConfig):
     linear_patience: int = 20
     pretrain_seeds: tuple[int, ...] = (0,)  # default of --pretrain-seeds (each seed pretrains every λ)
 
-    def pretrain_config(self, lam: float, device: str = "auto", seed: int = SEED) -> PretrainConfig:
+    def pretrain_config(
+        self, lam: float, device: str = "auto", seed: int = SEED, corpus: str = "embedded"
+    ) -> PretrainConfig:
         data = apply_overrides({}, list(self.pretrain))
         return PretrainConfig.from_dict(
-            set_values(data, {"learner.lam": lam, "train.seed": seed, "train.device": device})
+            set_values(data, {"learner.lam": lam, "train.seed": seed, "train.device": device, "train.corpus": corpus})
         )
 
     def fingerprint(self) -> dict[str, Any]:

@@ -32,6 +32,8 @@ from torch import nn
 from .encoder import N_BLOCKS, AudioNTT
 from .frontend import Frontend
 
+# first-conv outputs per slice of _conv1_pooled: 1 MB, so a slice and its pooled quarter stay in L2
+CONV1_SLICE_ELEMENTS = 1 << 18
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # encoder -> (state key, InferenceEncoder)
 _lock = threading.Lock()
 
@@ -92,7 +94,29 @@ class InferenceEncoder:
         y = torch.addmm(b, cols.view(-1, 9), self.conv1_matrix)  # (B T F, 64)
         return y.view(B, T, Fm, -1).permute(0, 3, 1, 2)  # (B, 64, T, F) channels-last view
 
+    def _conv1_pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``max_pool2d(_conv1(x), 2).relu_()`` in slices of ``CONV1_SLICE_ELEMENTS`` outputs along time.
+
+        The unpooled first-conv map is 64x the input (64 MB for 40 s of audio): written whole to memory and
+        read back by the pool, it cost more than the conv itself. Slice by slice it stays in cache; the
+        values are the same ops on the same numbers."""
+        b = self.convs[0][1]
+        B, _, T, Fm = x.shape
+        C = self.conv1_matrix.shape[1]
+        p = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, T + 2, F + 2): the conv's zero padding
+        T2 = T // 2 * 2  # the pool drops an odd last frame
+        step = max(2, CONV1_SLICE_ELEMENTS // (B * Fm * C) // 2 * 2)
+        out = x.new_empty(B, T2 // 2, Fm // 2, C)  # (B, T / 2, F / 2, 64): the channels-last pooled map
+        for t0 in range(0, T2, step):
+            t1 = min(t0 + step, T2)
+            cols = torch.stack([p[:, t0 + i : t1 + i, j : j + Fm] for i in range(3) for j in range(3)], dim=-1)
+            y = torch.addmm(b, cols.view(-1, 9), self.conv1_matrix).view(B, t1 - t0, Fm, C)
+            out[:, t0 // 2 : t1 // 2] = F.max_pool2d(y.permute(0, 3, 1, 2), 2).permute(0, 2, 3, 1)
+        return out.relu_().permute(0, 3, 1, 2)  # (B, 64, T / 2, F / 2) channels-last view
+
     def _block(self, x: torch.Tensor, k: int, pool: bool = True) -> torch.Tensor:
+        if k == 0 and pool:
+            return self._conv1_pooled(x)
         if k == 0:
             y = self._conv1(x)
         else:

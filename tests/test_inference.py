@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import hear_diffbyola
-from hear_diffbyola import embed
+from hear_diffbyola import embed, inference
 from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
 from hear_diffbyola.frontend import Frontend, FrontendConfig
 from hear_diffbyola.inference import inference_encoder
@@ -79,6 +79,16 @@ def test_scene_and_dense_frames_match_the_module_path(model, seconds, tile, chun
     ref = reference_dense(model, w)
     assert len(times) == dense.shape[1] == ref.shape[1]
     assert_exact(dense, ref)
+
+
+@pytest.mark.parametrize("slice_elements", [1, 3 * 64 * 64 * 7])  # slices of 2 log-mel frames; of 6 (uneven end)
+def test_first_block_in_slices_equals_the_whole_map_pooled(model, slice_elements, monkeypatch):
+    monkeypatch.setattr(inference, "CONV1_SLICE_ELEMENTS", slice_elements)
+    fast = inference_encoder(model.encoder)
+    x = model.frontend(noise(3, 0.5, seed=3)).transpose(2, 3).contiguous(memory_format=torch.channels_last)
+    assert x.shape[2] % 2 == 1  # an odd last frame, dropped by the pool
+    whole = F.max_pool2d(fast._conv1(x), 2).relu_()
+    assert torch.equal(fast._conv1_pooled(x), whole)
 
 
 def test_hear_api_matches_the_module_path(model):

@@ -6,10 +6,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
-from .encoder import AudioNTT, temporal_pool
+from .encoder import AudioNTT, conv3x3_one_channel, temporal_pool
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
@@ -45,15 +46,30 @@ def encode(encoder: AudioNTT, x: torch.Tensor) -> torch.Tensor:
     The same values and the same gradients as Conv-BN-ReLU-MaxPool: ReLU is monotone, so it commutes with
     the max; a pool window whose maximum is <= 0 gives 0 and passes no gradient either way, otherwise both
     pick the same arg-max. ReLU and its backward then touch a quarter of the data; the first block's
-    forward + backward ran 2.6x faster (B = 64, 64 x 96, CPU; docs/performance.md). The modules themselves
-    are called (BatchNorm updates its running statistics as usual; hooks on them fire).
+    forward + backward ran 2.6x faster (B = 64, 64 x 96, CPU; docs/performance.md). The first conv runs as
+    :func:`first_conv` on its own weights; every other module is called (BatchNorm updates its running
+    statistics as usual; hooks on them fire).
     """
     encoder.check_input(x)
     f = encoder.features
     for i in range(0, len(f), 4):
         conv, bn, pool = f[i], f[i + 1], f[i + 3]
-        x = torch.relu_(pool(bn(conv(x))))
+        x = torch.relu_(pool(bn(first_conv(conv, x) if i == 0 else conv(x))))
     return temporal_pool(encoder.frames_from_conv(x))
+
+
+def first_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
+    """``conv(x)`` for the one-channel first conv, (B, 1, F, T) -> (B, C, F, T) channels-last, as one matmul.
+
+    oneDNN's C_in = 1 convolution on CPU wrote an NCHW map (a one-channel input says nothing about
+    layout), so BatchNorm, max-pool and the second conv all ran on NCHW, and its weight gradient was a
+    (C, N) x (N, 9) matmul at ~2 GFLOP/s; here the map is channels-last and the weight gradient is one
+    (9, N) x (N, C) matmul. Equal to the module up to float rounding (tests/test_objectives.py)."""
+    C = conv.out_channels
+    # contiguous (9, C) taps: autograd then forms the weight gradient as cols^T @ grad, the fast orientation
+    taps = conv.weight.view(C, 9).t().contiguous()
+    y = conv3x3_one_channel(F.pad(x[:, 0], (1, 1, 1, 1)), taps, conv.bias)  # (B, F, T, C)
+    return y.permute(0, 3, 1, 2)
 
 
 class MLP(nn.Module):

@@ -77,8 +77,12 @@ def test_v2_dense_frames_are_one_native_pass(model, monkeypatch):
     if model.encoder.time_reduction != 4:
         pytest.skip("v2 only")
     calls = []
-    conv1 = InferenceEncoder._conv1
-    monkeypatch.setattr(InferenceEncoder, "_conv1", lambda self, x: calls.append(tuple(x.shape)) or conv1(self, x))
+    block = InferenceEncoder._block  # block 0 runs once per encoder pass
+    monkeypatch.setattr(
+        InferenceEncoder,
+        "_block",
+        lambda self, x, k, pool=True: (k == 0 and calls.append(tuple(x.shape))) or block(self, x, k, pool),
+    )
     (frames,), times = dense_frames(model, wave(2.5), tile_frames=10**6)
     assert len(calls) == 1 and calls[0][:3] == (2, 1, 251)  # one encoder pass over all 251 log-mel frames
     with torch.no_grad():

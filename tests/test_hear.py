@@ -126,8 +126,13 @@ def test_v2_timestamp_frames_are_one_native_encoder_pass(model, monkeypatch):
 
     wave = noise(2, 3.0, seed=1)
     calls = []
-    conv1 = InferenceEncoder._conv1  # first conv of the frozen inference copy every embedding runs
-    monkeypatch.setattr(InferenceEncoder, "_conv1", lambda self, x: calls.append(tuple(x.shape)) or conv1(self, x))
+    # block 0 of the frozen inference copy every embedding runs: once per encoder pass
+    block = InferenceEncoder._block
+    monkeypatch.setattr(
+        InferenceEncoder,
+        "_block",
+        lambda self, x, k, pool=True: (k == 0 and calls.append(tuple(x.shape))) or block(self, x, k, pool),
+    )
     emb, ts = hear_diffbyola.get_timestamp_embeddings(wave, model)
     # no shifted second pass: one pass over both sounds (they fit one ~1024 log-mel frame tile), whole clips
     assert len(calls) == 1 and calls[0][0] == 2 and calls[0][2] >= 301

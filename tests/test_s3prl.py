@@ -184,8 +184,13 @@ def test_v2_expert_is_one_native_pass_with_v2_layers(tiny_v2_weights, monkeypatc
     from hear_diffbyola.inference import InferenceEncoder
 
     calls = []
-    conv1 = InferenceEncoder._conv1  # the first conv of the inference copy the expert runs
-    monkeypatch.setattr(InferenceEncoder, "_conv1", lambda self, x: calls.append(x.shape[0]) or conv1(self, x))
+    # block 0 of the inference copy the expert runs: once per encoder pass
+    block = InferenceEncoder._block
+    monkeypatch.setattr(
+        InferenceEncoder,
+        "_block",
+        lambda self, x, k, pool=True: (k == 0 and calls.append(x.shape[0])) or block(self, x, k, pool),
+    )
     wavs = waves([16000, 9000])
     with torch.no_grad():
         out = up(wavs)

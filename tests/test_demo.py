@@ -347,6 +347,13 @@ def test_models_of_one_seed_differ_in_lambda_only_and_start_from_the_same_weight
     assert not all(torch.equal(w0[k], other[k]) for k in w0 if w0[k].is_floating_point())
 
 
+def test_quick10_is_quick_over_ten_pretraining_seeds():
+    q, q10 = BUDGETS["quick"].to_dict(), BUDGETS["quick10"].to_dict()
+    assert q10.pop("name") == "quick10" and q.pop("name") == "quick"
+    assert q10.pop("pretrain_seeds") == tuple(range(10)) and q.pop("pretrain_seeds") == (0,)
+    assert q10 == q  # same models, tasks and evaluation: only the number of pretraining seeds differs
+
+
 def test_budgets_pretrain_byol_a_v2():
     for name, budget in BUDGETS.items():
         c = budget.pretrain_config(0.5, "cpu")

@@ -85,7 +85,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "--budget",
         choices=tuple(BUDGETS),
         default=None,
-        help="quick: the pipeline check (small v2 encoder, 100 steps); full: the v2 default encoder "
+        help="quick: the pipeline check (small v2 encoder, 100 steps); quick10: the same over 10 pretraining "
+        "seeds, the cheapest setting measured to separate the two lambdas (on real recordings); full: the v2 default encoder "
         "(d=3072) and the tasks' default sizes, 450 steps; decide: the budget meant to decide the "
         "comparison (v2 default, batch 256, 100 epochs, 8 pretraining seeds), for a GPU. "
         "Measured costs: docs/results.md (default: decide with --device cuda[:N], else quick)",
@@ -93,7 +94,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     dm.add_argument(
         "--pretrain-seeds",
         metavar="S,S,...",
-        help="pretraining seeds, e.g. 0,1,2 (default: the budget's: quick 0, full 0,1,2, decide 0-7); "
+        help="pretraining seeds, e.g. 0,1,2 (default: the budget's: quick 0, quick10 0-9, full 0,1,2, decide 0-7); "
         "an interval needs at least 2, the verdict is stated with this n",
     )
     dm.add_argument(

@@ -101,6 +101,11 @@ def conv3x3_one_channel(padded: torch.Tensor, taps: torch.Tensor, bias: torch.Te
     return y.view(B, H, W, -1)
 
 
+def conv3x3_one_channel_map(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """``conv3x3_one_channel`` with the conv's zero padding of 1: (B, 1, H, W) -> (B, C, H, W), a channels-last view."""
+    return conv3x3_one_channel(F.pad(x[:, 0], (1, 1, 1, 1)), taps, bias).permute(0, 3, 1, 2)
+
+
 def temporal_pool(frames: torch.Tensor) -> torch.Tensor:
     """BYOL-A pooling: mean over time + max over time. frames: (B, T, d) -> (B, d)."""
     return frames.mean(dim=1) + frames.amax(dim=1)

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel
+from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel, conv3x3_one_channel_map
 from .frontend import Frontend
 
 # first-conv outputs per slice of _conv1_pooled: 2 MB, so a slice and its pooled quarter stay in cache
@@ -87,9 +87,7 @@ class InferenceEncoder:
     def _conv1(self, x: torch.Tensor) -> torch.Tensor:
         """First conv (one input channel, BN folded in) as ``conv3x3_one_channel``: 5-7x faster than oneDNN's
         convolution for C_in = 1 on CPU (bench/embed_throughput.py), and channels-last by construction."""
-        p = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, T + 2, F + 2): the conv's zero padding
-        y = conv3x3_one_channel(p, self.conv1_matrix, self.convs[0][1])  # (B, T, F, 64)
-        return y.permute(0, 3, 1, 2)  # (B, 64, T, F) channels-last view
+        return conv3x3_one_channel_map(x, self.conv1_matrix, self.convs[0][1])  # (B, 64, T, F) channels-last
 
     def _conv1_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """``max_pool2d(_conv1(x), 2).relu_()`` in slices of ``CONV1_SLICE_ELEMENTS`` outputs along time.

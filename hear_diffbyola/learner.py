@@ -6,11 +6,10 @@ import copy
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
-from .encoder import AudioNTT, conv3x3_one_channel, temporal_pool
+from .encoder import AudioNTT, conv3x3_one_channel_map, temporal_pool
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
@@ -68,8 +67,7 @@ def first_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     C = conv.out_channels
     # contiguous (9, C) taps: autograd then forms the weight gradient as cols^T @ grad, the fast orientation
     taps = conv.weight.view(C, 9).t().contiguous()
-    y = conv3x3_one_channel(F.pad(x[:, 0], (1, 1, 1, 1)), taps, conv.bias)  # (B, F, T, C)
-    return y.permute(0, 3, 1, 2)
+    return conv3x3_one_channel_map(x, taps, conv.bias)
 
 
 class MLP(nn.Module):

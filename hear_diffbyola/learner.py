@@ -6,10 +6,11 @@ import copy
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
-from .encoder import AudioNTT, conv3x3_one_channel_map, temporal_pool
+from .encoder import AudioNTT, one_channel_cols, temporal_pool
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
@@ -45,29 +46,110 @@ def encode(encoder: AudioNTT, x: torch.Tensor) -> torch.Tensor:
     The same values and the same gradients as Conv-BN-ReLU-MaxPool: ReLU is monotone, so it commutes with
     the max; a pool window whose maximum is <= 0 gives 0 and passes no gradient either way, otherwise both
     pick the same arg-max. ReLU and its backward then touch a quarter of the data; the first block's
-    forward + backward ran 2.6x faster (B = 64, 64 x 96, CPU; docs/performance.md). The first conv runs as
-    :func:`first_conv` on its own weights; every other module is called (BatchNorm updates its running
-    statistics as usual; hooks on them fire).
+    forward + backward ran 2.6x faster (B = 64, 64 x 96, CPU; docs/performance.md). The first block runs as
+    :func:`first_block` on its modules' weights and buffers; every other module is called.
     """
     encoder.check_input(x)
     f = encoder.features
     for i in range(0, len(f), 4):
         conv, bn, pool = f[i], f[i + 1], f[i + 3]
-        x = torch.relu_(pool(bn(first_conv(conv, x) if i == 0 else conv(x))))
+        x = first_block(conv, bn, pool, x) if i == 0 else torch.relu_(pool(bn(conv(x))))
     return temporal_pool(encoder.frames_from_conv(x))
 
 
-def first_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for the one-channel first conv, (B, 1, F, T) -> (B, C, F, T) channels-last, as one matmul.
+def first_block(conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``relu(pool(bn(conv(x))))`` for the one-channel first conv: (B, 1, F, T) -> (B, C, F / 2, T / 2), channels-last.
 
-    oneDNN's C_in = 1 convolution on CPU wrote an NCHW map (a one-channel input says nothing about
-    layout), so BatchNorm, max-pool and the second conv all ran on NCHW, and its weight gradient was a
-    (C, N) x (N, 9) matmul at ~2 GFLOP/s; here the map is channels-last and the weight gradient is one
-    (9, N) x (N, C) matmul. Equal to the module up to float rounding (tests/test_objectives.py)."""
+    The conv is one matmul over its 9 input taps, and it is linear in them, so BatchNorm's batch statistics
+    of each output channel follow from the taps' mean mu and 9 x 9 covariance S: mean = mu W + b, biased
+    var = diag(W^T S W). BatchNorm's scale then folds into the matmul's weights and its offset
+    (b - mean) s + beta moves behind the max-pool (a per-channel constant commutes with the max, exactly:
+    rounding is monotone). So the 64-channel map, 64x the input, is written once, by the matmul, and never
+    read back for statistics or normalisation, nor kept for BatchNorm's backward: autograd differentiates
+    through mean and var, which is what BatchNorm's backward computes. In eval mode the running statistics
+    are folded instead; in training they are updated as BatchNorm updates them. Equal to the modules up to
+    float rounding (tests/test_objectives.py)."""
     C = conv.out_channels
-    # contiguous (9, C) taps: autograd then forms the weight gradient as cols^T @ grad, the fast orientation
-    taps = conv.weight.view(C, 9).t().contiguous()
-    return conv3x3_one_channel_map(x, taps, conv.bias)
+    B, _, H, W = x.shape
+    padded = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, F + 2, T + 2): the conv's zero padding
+    cols = one_channel_cols(padded).view(-1, 9)  # (N, 9), N = B F T
+    taps = conv.weight.view(C, 9).t()  # (9, C)
+    if bn.training or bn.running_mean is None:
+        # In float64 (and outside any autocast): w^T S w cancels when the taps are correlated, as the
+        # neighbouring bins of a log-mel are, so a float32 S lost ~1e-4 of the variance where BatchNorm's
+        # own float32 pass loses ~1e-7 (tests/test_objectives.py).
+        with torch.autocast(x.device.type, enabled=False):
+            mu, cov = tap_moments(padded)
+            w = taps.double()
+            mean = mu @ w + conv.bias.double()
+            var = ((cov @ w) * w).sum(0)  # (C,)
+        _update_running_stats(bn, mean, var, cols.shape[0])
+        mean, var = mean.to(taps.dtype), var.to(taps.dtype)
+    else:
+        mean, var = bn.running_mean, bn.running_var
+    scale = torch.rsqrt(var + bn.eps)
+    if bn.weight is not None:
+        scale = bn.weight * scale
+    offset = (conv.bias - mean) * scale + (bn.bias if bn.bias is not None else 0.0)
+    # contiguous (9, C): autograd then forms this weight's gradient as cols^T @ grad, the fast orientation
+    # (a transposed one gives grad^T @ cols, ~8x slower)
+    y = torch.mm(cols, (taps * scale).to(cols.dtype).contiguous()).view(B, H, W, C).permute(0, 3, 1, 2)
+    return torch.relu_(pool(y).add_(offset.to(y.dtype).view(1, C, 1, 1)))
+
+
+# Tap pairs (a, b) as (lag, first tap): tap a = (i, j) is input offset (i, j) of the 3 x 3 window; b - a is
+# one of the 13 lags (di, dj) with di > 0, or di = 0 and dj >= 0 (the other 12 are their mirror pairs).
+_LAGS = [(di, dj) for di in range(3) for dj in range(-2, 3) if di > 0 or dj >= 0]
+_PAIR_INDEX = torch.tensor(
+    [
+        [
+            9 * _LAGS.index((ib - ia, jb - ja)) + 3 * ia + ja
+            if (ib - ia, jb - ja) in _LAGS
+            else 9 * _LAGS.index((ia - ib, ja - jb)) + 3 * ib + jb
+            for ib, jb in ((k // 3, k % 3) for k in range(9))
+        ]
+        for ia, ja in ((k // 3, k % 3) for k in range(9))
+    ]
+)  # (9, 9) into the flattened (13, 3, 3) window sums below
+
+
+def tap_moments(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (9,) and covariance (9, 9) of a 3x3 conv's input taps over (B, H, W), in float64, from the
+    zero-padded one-channel map (B, H + 2, W + 2) itself rather than its 9x larger stack of taps.
+
+    The second moment of taps a and b is a sum of p[h + a] p[h + b] over the window of a: one product map
+    per lag b - a (13 up to symmetry), summed over the batch, then summed over each window in O(1) from
+    its 2-D cumulative sum. Float64 throughout, so the raw moments lose nothing to the centring."""
+    p = padded.detach().double()
+    B, Hp, Wp = p.shape
+    H, W = Hp - 2, Wp - 2
+    i = torch.arange(3, device=p.device)
+    r0, r1, c0, c1 = i[:, None], i[:, None] + H, i[None, :], i[None, :] + W
+
+    def window_sums(m: torch.Tensor) -> torch.Tensor:  # (Hp, Wp) -> (3, 3): sums over [i, i + H) x [j, j + W)
+        c = F.pad(m.cumsum(0).cumsum(1), (1, 0, 1, 0))
+        return c[r1, c1] - c[r0, c1] - c[r1, c0] + c[r0, c0]
+
+    n = B * H * W
+    mean = window_sums(p.sum(0)).reshape(9) / n
+    pp = F.pad(p, (2, 2, 2, 2))  # zeros beyond the map, so every lag's shifted copy is a view
+    sums = torch.stack(
+        [window_sums((p * pp[:, 2 + di : 2 + di + Hp, 2 + dj : 2 + dj + Wp]).sum(0)) for di, dj in _LAGS]
+    )
+    second = sums.reshape(-1)[_PAIR_INDEX.to(p.device)] / n
+    return mean, second - torch.outer(mean, mean)
+
+
+@torch.no_grad()
+def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Tensor, n: int) -> None:
+    """BatchNorm's own update in training: momentum (or the cumulative average when it is None), unbiased var."""
+    if not (bn.training and bn.track_running_stats):
+        return
+    bn.num_batches_tracked.add_(1)
+    factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
+    bn.running_mean.mul_(1.0 - factor).add_(mean.detach().to(bn.running_mean.dtype), alpha=factor)
+    unbiased = var.detach().to(bn.running_var.dtype) * (n / max(n - 1, 1))
+    bn.running_var.mul_(1.0 - factor).add_(unbiased, alpha=factor)
 
 
 class MLP(nn.Module):

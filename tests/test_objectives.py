@@ -144,9 +144,9 @@ def test_lambda_zero_step_is_byol_pytorch_step(arch):
 def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
     learner = small_learner(0.0)
     calls = []
-    learner.encoder.features[1].register_forward_hook(
+    learner.encoder.features[4].register_forward_hook(
         lambda m, i, o: calls.append(i[0].shape[0])
-    )  # 1st BatchNorm: once a pass
+    )  # 2nd conv: once a pass
     learner(*views())
     assert calls == [4, 4]  # one online pass per view, nothing else
 
@@ -154,9 +154,9 @@ def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
 def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner = small_learner(0.5)
     calls = []
-    learner.encoder.features[1].register_forward_hook(
+    learner.encoder.features[4].register_forward_hook(
         lambda m, i, o: calls.append(i[0].shape[0])
-    )  # 1st BatchNorm: once a pass
+    )  # 2nd conv: once a pass
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
     assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
@@ -220,7 +220,7 @@ def test_encode_pools_before_relu_and_runs_the_first_conv_as_a_matmul_with_the_m
     # matmul: the same function, so the same outputs, gradients and BatchNorm statistics up to float32
     # rounding. Measured against a float64 run of the modules: encode's error is of the size of the float32
     # module path's own (train mode, same dropout draws).
-    from hear_diffbyola.learner import encode, first_conv
+    from hear_diffbyola.learner import encode
 
     base = small_learner(0.0, arch=arch).encoder.train()
     x = torch.randn(6, 1, 64, 24, generator=torch.Generator().manual_seed(3))
@@ -247,9 +247,53 @@ def test_encode_pools_before_relu_and_runs_the_first_conv_as_a_matmul_with_the_m
             assert err(bufs[name], b64) < 1e-5, name
         else:  # num_batches_tracked
             assert torch.equal(bufs[name], b64), name
-    # the first conv alone, with its weight gradient, against the module
-    conv = base.features[0]
-    xg = x[:2]
-    a = first_conv(conv, xg)
-    assert a.is_contiguous(memory_format=torch.channels_last)
-    torch.testing.assert_close(a, conv(xg), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_first_block_is_the_modules_conv_batchnorm_pool_relu_with_their_statistics_and_gradients(momentum):
+    # first_block computes BatchNorm's batch statistics from the 9x9 covariance of the conv's taps instead
+    # of from the conv map: compared in float64 with the modules themselves, train and eval mode.
+    from hear_diffbyola.learner import first_block
+
+    enc = small_learner(0.0).encoder.double()
+    conv, bn = enc.features[0], enc.features[1]
+    bn.momentum = momentum
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 2.0), bn.bias.uniform_(-1.0, 1.0), conv.bias.uniform_(-1.0, 1.0)
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
+    x = torch.randn(3, 1, 64, 10, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 2 + 0.7
+    g = torch.randn(3, 64, 32, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    ref_conv, ref_bn = copy.deepcopy(conv), copy.deepcopy(bn)
+    pool = enc.features[3]
+    for _ in range(2):  # twice: the running statistics' update compounds as BatchNorm's does
+        y = first_block(conv, bn, pool, x)
+        y_ref = torch.relu(pool(ref_bn(ref_conv(x))))
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    (y * g).sum().backward()
+    (y_ref * g).sum().backward()
+    for a, b in ((conv.weight, ref_conv.weight), (bn.weight, ref_bn.weight), (bn.bias, ref_bn.bias)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+    assert conv.bias.grad.abs().max() < 1e-9  # the batch mean cancels the conv bias: no gradient
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(bn, name), getattr(ref_bn, name), rtol=1e-12, atol=1e-12, msg=name)
+    bn.eval(), ref_bn.eval()
+    torch.testing.assert_close(
+        first_block(conv, bn, pool, x), torch.relu(pool(ref_bn(ref_conv(x)))), rtol=1e-10, atol=1e-10
+    )
+
+
+def test_tap_moments_equal_the_moments_of_the_stacked_taps():
+    # mean and covariance of the 9 shifted copies, computed directly from their (N, 9) stack in float64
+    from hear_diffbyola.encoder import one_channel_cols
+    from hear_diffbyola.learner import tap_moments
+
+    x = torch.randn(3, 7, 11, generator=torch.Generator().manual_seed(2)) * 3 + 1.5
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1))
+    cols = one_channel_cols(padded).reshape(-1, 9).double()
+    assert cols.shape == (3 * 7 * 11, 9)
+    centred = cols - cols.mean(0)
+    mean, cov = tap_moments(padded)
+    torch.testing.assert_close(mean, cols.mean(0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cov, centred.t() @ centred / cols.shape[0], rtol=1e-12, atol=1e-12)
+    assert mean.dtype == cov.dtype == torch.float64

@@ -123,6 +123,37 @@ def one_channel_cols(padded: torch.Tensor) -> torch.Tensor:
     return torch.stack([padded[:, i : i + H, j : j + W] for i in range(3) for j in range(3)], dim=-1)
 
 
+# first-conv outputs per slice of conv3x3_one_channel_pooled: 2 MB, so a slice and its pooled quarter stay in cache
+POOLED_SLICE_ELEMENTS = 1 << 19
+
+
+def conv3x3_one_channel_pooled(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """``max_pool2d(conv3x3_one_channel(padded, taps, None), 2)`` without ever holding the unpooled map.
+
+    padded (B, H + 2, W + 2) -> pooled (B, H // 2, W // 2, C) channels-last (an odd last row or column is
+    dropped, as by the pool), computed in slices of ``POOLED_SLICE_ELEMENTS`` conv outputs along the first
+    axis (:func:`pooled_slices`). The unpooled map is 64x the input (64 MB for 40 s of audio): written whole
+    to memory and read back by the pool, it cost more than the conv itself; slice by slice it stays in
+    cache. The 2x2 max is element-wise maxima over views of the slice, which write no pooling indices."""
+    B, H2, W2 = padded.shape[0], (padded.shape[1] - 2) // 2 * 2, (padded.shape[2] - 2) // 2 * 2
+    C = taps.shape[1]
+    out = padded.new_empty(B, H2 // 2, W2 // 2, C)
+    for h0, h1 in pooled_slices(padded, C):
+        y = conv3x3_one_channel(padded[:, h0 : h1 + 2, : W2 + 2], taps, None)  # (B, h1 - h0, W2, C)
+        y = y.view(B, (h1 - h0) // 2, 2, W2 // 2, 2 * C)  # row pairs; column pairs side by side with channels
+        rows = torch.maximum(y[:, :, 0], y[:, :, 1])  # (B, n / 2, W / 2, 2C)
+        torch.maximum(rows[..., :C], rows[..., C:], out=out[:, h0 // 2 : h1 // 2])
+    return out
+
+
+def pooled_slices(padded: torch.Tensor, channels: int) -> list[tuple[int, int]]:
+    """Row ranges [h0, h1) of even length covering the pooled rows of ``padded`` (B, H + 2, W + 2), each
+    with about ``POOLED_SLICE_ELEMENTS`` conv outputs of ``channels`` channels."""
+    B, H2, W2 = padded.shape[0], (padded.shape[1] - 2) // 2 * 2, (padded.shape[2] - 2) // 2 * 2
+    step = max(2, POOLED_SLICE_ELEMENTS // max(1, B * W2 * channels) // 2 * 2)
+    return [(h0, min(h0 + step, H2)) for h0 in range(0, H2, step)]
+
+
 def conv3x3_one_channel_map(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """``conv3x3_one_channel`` with the conv's zero padding of 1: (B, 1, H, W) -> (B, C, H, W), a channels-last view."""
     return conv3x3_one_channel(F.pad(x[:, 0], (1, 1, 1, 1)), taps, bias).permute(0, 3, 1, 2)

@@ -29,11 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel, conv3x3_one_channel_map
+from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel_map, conv3x3_one_channel_pooled
 from .frontend import Frontend
 
-# first-conv outputs per slice of _conv1_pooled: 2 MB, so a slice and its pooled quarter stay in cache
-CONV1_SLICE_ELEMENTS = 1 << 19
 _cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # encoder -> (state key, InferenceEncoder)
 _lock = threading.Lock()
 
@@ -90,26 +88,11 @@ class InferenceEncoder:
         return conv3x3_one_channel_map(x, self.conv1_matrix, self.convs[0][1])  # (B, 64, T, F) channels-last
 
     def _conv1_pooled(self, x: torch.Tensor) -> torch.Tensor:
-        """``max_pool2d(_conv1(x), 2).relu_()`` in slices of ``CONV1_SLICE_ELEMENTS`` outputs along time.
-
-        The unpooled first-conv map is 64x the input (64 MB for 40 s of audio): written whole to memory and
-        read back by the pool, it cost more than the conv itself. Slice by slice it stays in cache. The bias
-        is added after the pool (a per-channel constant commutes with the max, exactly: rounding is monotone),
-        on a quarter of the data, and the 2x2 max is two element-wise maxima over views of the slice, which
-        write no pooling indices."""
-        B, _, T, Fm = x.shape  # Fm is even: n_mels is a multiple of the encoder's reduction
-        C = self.conv1_matrix.shape[1]
-        p = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, T + 2, F + 2): the conv's zero padding
-        T2 = T // 2 * 2  # the pool drops an odd last frame
-        step = max(2, CONV1_SLICE_ELEMENTS // (B * Fm * C) // 2 * 2)
-        out = x.new_empty(B, T2 // 2, Fm // 2, C)  # (B, T / 2, F / 2, 64): the channels-last pooled map
-        for t0 in range(0, T2, step):
-            t1 = min(t0 + step, T2)
-            y = conv3x3_one_channel(p[:, t0 : t1 + 2], self.conv1_matrix, None)  # (B, t1 - t0, F, C)
-            y = y.view(B, (t1 - t0) // 2, 2, Fm // 2, 2 * C)  # time pairs; mel pairs side by side with channels
-            pairs = torch.maximum(y[:, :, 0], y[:, :, 1])  # (B, n / 2, F / 2, 2C)
-            torch.maximum(pairs[..., :C], pairs[..., C:], out=out[:, t0 // 2 : t1 // 2])
-        return out.add_(self.convs[0][1]).relu_().permute(0, 3, 1, 2)  # (B, 64, T / 2, F / 2) channels-last
+        """``max_pool2d(_conv1(x), 2).relu_()``, the pool taken slice by slice (``conv3x3_one_channel_pooled``),
+        the bias added after it (a per-channel constant commutes with the max, exactly: rounding is monotone),
+        on a quarter of the data."""
+        pooled = conv3x3_one_channel_pooled(F.pad(x[:, 0], (1, 1, 1, 1)), self.conv1_matrix)  # (B, T/2, F/2, 64)
+        return pooled.add_(self.convs[0][1]).relu_().permute(0, 3, 1, 2)  # (B, 64, T / 2, F / 2) channels-last
 
     def _block(self, x: torch.Tensor, k: int, pool: bool = True) -> torch.Tensor:
         if k == 0 and pool:

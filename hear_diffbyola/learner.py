@@ -10,7 +10,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .dictconfig import DictConfig
-from .encoder import AudioNTT, one_channel_cols, temporal_pool
+from .encoder import (
+    AudioNTT,
+    conv3x3_one_channel,
+    conv3x3_one_channel_pooled,
+    one_channel_cols,
+    pooled_slices,
+    temporal_pool,
+)
 from .objectives import byol_loss, diff_loss, difference_embedding, mix_in_batch, total_loss
 
 
@@ -58,32 +65,37 @@ def encode(encoder: AudioNTT, x: torch.Tensor) -> torch.Tensor:
 
 
 def first_block(conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """``relu(pool(bn(conv(x))))`` for the one-channel first conv: (B, 1, F, T) -> (B, C, F / 2, T / 2), channels-last.
+    """``relu(pool(bn(conv(x))))`` for the one-channel first block: (B, 1, F, T) -> (B, C, F / 2, T / 2), channels-last.
 
-    The conv is one matmul over its 9 input taps, and it is linear in them, so BatchNorm's batch statistics
-    of each output channel follow from the taps' mean mu and 9 x 9 covariance S: mean = mu W + b, biased
-    var = diag(W^T S W). BatchNorm's scale then folds into the matmul's weights and its offset
+    The conv is linear in its 9 input taps, so BatchNorm's batch statistics of each output channel follow
+    from the taps' mean mu and 9 x 9 covariance S (:func:`tap_moments`): mean = mu W + b, biased
+    var = diag(W^T S W). BatchNorm's scale then folds into the conv's weights and its offset
     (b - mean) s + beta moves behind the max-pool (a per-channel constant commutes with the max, exactly:
-    rounding is monotone). So the 64-channel map, 64x the input, is written once, by the matmul, and never
-    read back for statistics or normalisation, nor kept for BatchNorm's backward: autograd differentiates
+    rounding is monotone). The conv and pool run slice by slice (``conv3x3_one_channel_pooled``, as at
+    inference), so the 64-channel map, 64x the input, never goes to memory; the backward pass
+    (:class:`_PooledFirstConv`) recomputes it slice by slice from the input. Autograd differentiates
     through mean and var, which is what BatchNorm's backward computes. In eval mode the running statistics
     are folded instead; in training they are updated as BatchNorm updates them. Equal to the modules up to
-    float rounding (tests/test_objectives.py)."""
+    float rounding (tests/test_objectives.py). ``pool`` is the block's MaxPool2d(2)."""
     C = conv.out_channels
-    B, _, H, W = x.shape
     padded = F.pad(x[:, 0], (1, 1, 1, 1))  # (B, F + 2, T + 2): the conv's zero padding
-    cols = one_channel_cols(padded).view(-1, 9)  # (N, 9), N = B F T
     taps = conv.weight.view(C, 9).t()  # (9, C)
     if bn.training or bn.running_mean is None:
         # In float64 (and outside any autocast): w^T S w cancels when the taps are correlated, as the
         # neighbouring bins of a log-mel are, so a float32 S lost ~1e-4 of the variance where BatchNorm's
         # own float32 pass loses ~1e-7 (tests/test_objectives.py).
         with torch.autocast(x.device.type, enabled=False):
-            mu, cov = tap_moments(padded)
+            if x.requires_grad:  # statistics that carry the input's gradient, as BatchNorm's do
+                cols = one_channel_cols(padded).reshape(-1, 9).double()
+                mu = cols.mean(0)
+                centred = cols - mu
+                cov = centred.t() @ centred / cols.shape[0]
+            else:
+                mu, cov = tap_moments(padded)
             w = taps.double()
             mean = mu @ w + conv.bias.double()
             var = ((cov @ w) * w).sum(0)  # (C,)
-        _update_running_stats(bn, mean, var, cols.shape[0])
+        _update_running_stats(bn, mean, var, x.shape[0] * x.shape[2] * x.shape[3])
         mean, var = mean.to(taps.dtype), var.to(taps.dtype)
     else:
         mean, var = bn.running_mean, bn.running_var
@@ -91,10 +103,41 @@ def first_block(conv: nn.Conv2d, bn: nn.BatchNorm2d, pool: nn.Module, x: torch.T
     if bn.weight is not None:
         scale = bn.weight * scale
     offset = (conv.bias - mean) * scale + (bn.bias if bn.bias is not None else 0.0)
-    # contiguous (9, C): autograd then forms this weight's gradient as cols^T @ grad, the fast orientation
-    # (a transposed one gives grad^T @ cols, ~8x slower)
-    y = torch.mm(cols, (taps * scale).to(cols.dtype).contiguous()).view(B, H, W, C).permute(0, 3, 1, 2)
-    return torch.relu_(pool(y).add_(offset.to(y.dtype).view(1, C, 1, 1)))
+    scaled = (taps * scale).to(x.dtype)  # (9, C)
+    if x.requires_grad:  # a gradient for the input itself (never in training: the views are data)
+        y = conv3x3_one_channel(padded, scaled.contiguous(), None).permute(0, 3, 1, 2)
+        pooled = pool(y)
+    else:
+        pooled = _PooledFirstConv.apply(padded, scaled.contiguous()).permute(0, 3, 1, 2)  # (B, C, F / 2, T / 2)
+    return torch.relu_(pooled + offset.to(pooled.dtype).view(1, C, 1, 1))
+
+
+class _PooledFirstConv(torch.autograd.Function):
+    """``conv3x3_one_channel_pooled`` with the gradient for its taps (the input is data: none for it).
+
+    The backward pass recomputes each slice of the conv map (cheap: a 9-tap matmul, in cache), lets
+    max_pool2d route the slice's gradient to its window maxima (the first on ties, as the module) and
+    accumulates cols^T @ grad slice by slice, so neither the map nor its gradient is ever whole in memory;
+    only the padded input is kept between the passes."""
+
+    @staticmethod
+    def forward(ctx, padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(padded, taps)
+        return conv3x3_one_channel_pooled(padded, taps)  # (B, H / 2, W / 2, C)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        padded, taps = ctx.saved_tensors
+        B, C, W2 = padded.shape[0], taps.shape[1], (padded.shape[2] - 2) // 2 * 2
+        out = grad.new_zeros(9, C)
+        for h0, h1 in pooled_slices(padded, C):
+            cols = one_channel_cols(padded[:, h0 : h1 + 2, : W2 + 2]).view(-1, 9)  # (B n W2, 9)
+            y = torch.mm(cols, taps).view(B, h1 - h0, W2, C).permute(0, 3, 1, 2)  # (B, C, n, W2) channels-last
+            _, idx = F.max_pool2d(y, 2, return_indices=True)
+            g = grad[:, h0 // 2 : h1 // 2].permute(0, 3, 1, 2)  # (B, C, n / 2, W2 / 2)
+            gy = torch.ops.aten.max_pool2d_with_indices_backward(g, y, [2, 2], [2, 2], [0, 0], [1, 1], False, idx)
+            out.addmm_(cols.t(), gy.permute(0, 2, 3, 1).reshape(-1, C))
+        return None, out
 
 
 # Tap pairs (a, b) as (lag, first tap): tap a = (i, j) is input offset (i, j) of the 3 x 3 window; b - a is

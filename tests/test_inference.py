@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import hear_diffbyola
-from hear_diffbyola import embed, inference
+from hear_diffbyola import embed, encoder
 from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
 from hear_diffbyola.frontend import Frontend, FrontendConfig
 from hear_diffbyola.inference import inference_encoder
@@ -83,7 +83,7 @@ def test_scene_and_dense_frames_match_the_module_path(model, seconds, tile, chun
 
 @pytest.mark.parametrize("slice_elements", [1, 3 * 64 * 64 * 7])  # slices of 2 log-mel frames; of 6 (uneven end)
 def test_first_block_in_slices_equals_the_whole_map_pooled(model, slice_elements, monkeypatch):
-    monkeypatch.setattr(inference, "CONV1_SLICE_ELEMENTS", slice_elements)
+    monkeypatch.setattr(encoder, "POOLED_SLICE_ELEMENTS", slice_elements)
     fast = inference_encoder(model.encoder)
     x = model.frontend(noise(3, 0.5, seed=3)).transpose(2, 3).contiguous(memory_format=torch.channels_last)
     assert x.shape[2] % 2 == 1  # an odd last frame, dropped by the pool

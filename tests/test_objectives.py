@@ -144,9 +144,9 @@ def test_lambda_zero_step_is_byol_pytorch_step(arch):
 def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
     learner = small_learner(0.0)
     calls = []
-    learner.encoder.features[4].register_forward_hook(
+    learner.encoder.features[5].register_forward_hook(
         lambda m, i, o: calls.append(i[0].shape[0])
-    )  # 2nd conv: once a pass
+    )  # 2nd BatchNorm: once a pass
     learner(*views())
     assert calls == [4, 4]  # one online pass per view, nothing else
 
@@ -154,9 +154,9 @@ def test_lambda_zero_runs_no_difference_forward_and_each_view_alone():
 def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     learner = small_learner(0.5)
     calls = []
-    learner.encoder.features[4].register_forward_hook(
+    learner.encoder.features[5].register_forward_hook(
         lambda m, i, o: calls.append(i[0].shape[0])
-    )  # 2nd conv: once a pass
+    )  # 2nd BatchNorm: once a pass
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
     assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
@@ -281,6 +281,14 @@ def test_first_block_is_the_modules_conv_batchnorm_pool_relu_with_their_statisti
     torch.testing.assert_close(
         first_block(conv, bn, pool, x), torch.relu(pool(ref_bn(ref_conv(x)))), rtol=1e-10, atol=1e-10
     )
+    # an input that wants its own gradient takes the unsliced path: the same values and input gradient
+    bn.train(), ref_bn.train()
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = first_block(conv, bn, pool, xa), torch.relu(pool(ref_bn(ref_conv(xb))))
+    torch.testing.assert_close(ya, yb, rtol=1e-10, atol=1e-10)
+    (ya * g).sum().backward()
+    (yb * g).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-9, atol=1e-9)
 
 
 def test_tap_moments_equal_the_moments_of_the_stacked_taps():

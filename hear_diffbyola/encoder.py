@@ -123,8 +123,10 @@ def one_channel_cols(padded: torch.Tensor) -> torch.Tensor:
     return torch.stack([padded[:, i : i + H, j : j + W] for i in range(3) for j in range(3)], dim=-1)
 
 
-# first-conv outputs per slice of conv3x3_one_channel_pooled: 2 MB, so a slice and its pooled quarter stay in cache
+# first-conv outputs per slice of conv3x3_one_channel_pooled: on CPU 2 MB, so a slice and its pooled quarter
+# stay in cache; on a GPU 64 MB, enough to fill it while still bounding the memory of a large batch
 POOLED_SLICE_ELEMENTS = 1 << 19
+POOLED_SLICE_ELEMENTS_GPU = 1 << 24
 
 
 def conv3x3_one_channel_pooled(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -150,7 +152,8 @@ def pooled_slices(padded: torch.Tensor, channels: int) -> list[tuple[int, int]]:
     """Row ranges [h0, h1) of even length covering the pooled rows of ``padded`` (B, H + 2, W + 2), each
     with about ``POOLED_SLICE_ELEMENTS`` conv outputs of ``channels`` channels."""
     B, H2, W2 = padded.shape[0], (padded.shape[1] - 2) // 2 * 2, (padded.shape[2] - 2) // 2 * 2
-    step = max(2, POOLED_SLICE_ELEMENTS // max(1, B * W2 * channels) // 2 * 2)
+    per_slice = POOLED_SLICE_ELEMENTS if padded.device.type == "cpu" else POOLED_SLICE_ELEMENTS_GPU
+    step = max(2, per_slice // max(1, B * W2 * channels) // 2 * 2)
     return [(h0, min(h0 + step, H2)) for h0 in range(0, H2, step)]
 
 

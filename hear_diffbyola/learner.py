@@ -120,12 +120,15 @@ class _PooledFirstConv(torch.autograd.Function):
     accumulates cols^T @ grad slice by slice, so neither the map nor its gradient is ever whole in memory;
     only the padded input is kept between the passes."""
 
+    # float32 under CUDA autocast: the backward pass must find the maxima the forward pass took
     @staticmethod
+    @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(padded, taps)
         return conv3x3_one_channel_pooled(padded, taps)  # (B, H / 2, W / 2, C)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
         padded, taps = ctx.saved_tensors
         B, C, W2 = padded.shape[0], taps.shape[1], (padded.shape[2] - 2) // 2 * 2

@@ -8,6 +8,7 @@ while that setting's rounds run (on top of what the process already held).
 
     python bench/pretrain_throughput.py                    # the v2 default: AudioNTT2022 d=3072, batch 64 per step
     python bench/pretrain_throughput.py --arch audiontt2020 --d 512 --batch-size 64 --rounds 5
+    python bench/pretrain_throughput.py --optimizers       # only Adam's step: per-tensor loop vs foreach vs fused
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-allocator-tuning", action="store_true", help="leave glibc malloc at its defaults (CPU)")
     ap.add_argument("--json", help="also write the results here")
+    ap.add_argument("--optimizers", action="store_true", help="only time Adam's step (loop / foreach / fused)")
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -77,6 +79,8 @@ def main() -> None:
         )
         for lam in (0.0, 0.5)
     }
+    if args.optimizers:
+        return optimizer_rows(args, build_step_parts(cfg[0.0], (0.0, 1.0), device), device)
     parts = {lam: build_step_parts(c, (0.0, 1.0), device) for lam, c in cfg.items()}
     n_samples = cfg[0.0].frontend.samples_for_frames(96)
     wave = torch.randn(args.batch_size, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
@@ -122,6 +126,29 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(res, fh, indent=2)
+
+
+def optimizer_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
+    """Adam's step on the lambda = 0 learner's trainable parameters, three implementations alternating."""
+    params = [p for p in parts.learner.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opts = {kind: torch.optim.Adam(params, lr=1e-4, **{kind: True}) for kind in ("foreach", "fused")}
+    opts = {"loop": torch.optim.Adam(params, lr=1e-4, foreach=False), **opts}
+    times = {k: [] for k in opts}
+    for o in opts.values():
+        o.step()
+    for _ in range(args.rounds * args.steps):
+        for k, o in opts.items():
+            t0 = time.perf_counter()
+            o.step()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times[k].append(time.perf_counter() - t0)
+    n = sum(p.numel() for p in params)
+    print(f"# Adam step, {n / 1e6:.1f} M parameters ({args.arch}), {torch.get_num_threads()} threads, {device}")
+    for k, v in times.items():
+        print(f"{k:8s} {1e3 * statistics.median(v):7.1f} ms")
 
 
 if __name__ == "__main__":

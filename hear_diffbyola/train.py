@@ -275,7 +275,10 @@ def build_step_parts(
     learner = DiffBYOLA(build_encoder(config.encoder), config.learner).to(device)
     # channels_last: faster convolutions and pooling on CPU (oneDNN) and on GPU (cuDNN).
     learner = learner.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr)
+    # fused: one kernel over all tensors; on CPU ~6x faster than the default per-tensor loop (22 M v2
+    # parameters: bench/pretrain_throughput.py --optimizers), the same update
+    fused = device.type in ("cpu", "cuda")
+    optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr, fused=fused)
     aug_gen = torch.Generator().manual_seed(t.seed * 7919 + rank)
     torch.manual_seed(t.seed + 104729 * (rank + 1))  # dropout differs across ranks, as in any DDP run
     return StepParts(

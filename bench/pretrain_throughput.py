@@ -8,7 +8,7 @@ while that setting's rounds run (on top of what the process already held).
 
     python bench/pretrain_throughput.py                    # the v2 default: AudioNTT2022 d=3072, batch 64 per step
     python bench/pretrain_throughput.py --arch audiontt2020 --d 512 --batch-size 64 --rounds 5
-    python bench/pretrain_throughput.py --optimizers       # only Adam's step: per-tensor loop vs foreach vs fused
+    python bench/pretrain_throughput.py --micro            # only Adam's step (loop / foreach / fused) and the fc dropout
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-allocator-tuning", action="store_true", help="leave glibc malloc at its defaults (CPU)")
     ap.add_argument("--json", help="also write the results here")
-    ap.add_argument("--optimizers", action="store_true", help="only time Adam's step (loop / foreach / fused)")
+    ap.add_argument(
+        "--micro", action="store_true", help="only time Adam's step (loop / foreach / fused) and the fc's dropout"
+    )
     args = ap.parse_args()
 
     device = pick_device(args.device)
@@ -79,8 +81,8 @@ def main() -> None:
         )
         for lam in (0.0, 0.5)
     }
-    if args.optimizers:
-        return optimizer_rows(args, build_step_parts(cfg[0.0], (0.0, 1.0), device), device)
+    if args.micro:
+        return micro_rows(args, build_step_parts(cfg[0.0], (0.0, 1.0), device), device)
     parts = {lam: build_step_parts(c, (0.0, 1.0), device) for lam, c in cfg.items()}
     n_samples = cfg[0.0].frontend.samples_for_frames(96)
     wave = torch.randn(args.batch_size, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
@@ -128,27 +130,47 @@ def main() -> None:
             json.dump(res, fh, indent=2)
 
 
-def optimizer_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
-    """Adam's step on the lambda = 0 learner's trainable parameters, three implementations alternating."""
-    params = [p for p in parts.learner.parameters() if p.requires_grad]
-    for p in params:
-        p.grad = torch.randn_like(p)
-    opts = {kind: torch.optim.Adam(params, lr=1e-4, **{kind: True}) for kind in ("foreach", "fused")}
-    opts = {"loop": torch.optim.Adam(params, lr=1e-4, foreach=False), **opts}
-    times = {k: [] for k in opts}
-    for o in opts.values():
-        o.step()
-    for _ in range(args.rounds * args.steps):
-        for k, o in opts.items():
+def _alternating(fns: dict, n: int, device: torch.device) -> dict[str, float]:
+    for f in fns.values():
+        f()
+    times = {k: [] for k in fns}
+    for _ in range(n):
+        for k, f in fns.items():
             t0 = time.perf_counter()
-            o.step()
+            f()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def micro_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
+    """Adam's step on the lambda = 0 learner's trainable parameters (three implementations), and the encoder
+    fc's dropout forward + backward on one batch of frames (torch's vs ours), alternating."""
+    params = [p for p in parts.learner.parameters() if p.requires_grad]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opts = {"loop": torch.optim.Adam(params, lr=1e-4, foreach=False)}
+    opts.update({kind: torch.optim.Adam(params, lr=1e-4, **{kind: True}) for kind in ("foreach", "fused")})
+    med = _alternating({k: o.step for k, o in opts.items()}, args.rounds * args.steps, device)
     n = sum(p.numel() for p in params)
-    print(f"# Adam step, {n / 1e6:.1f} M parameters ({args.arch}), {torch.get_num_threads()} threads, {device}")
-    for k, v in times.items():
-        print(f"{k:8s} {1e3 * statistics.median(v):7.1f} ms")
+    print(f"# {args.arch}, {torch.get_num_threads()} threads, {device}")
+    print(f"Adam step, {n / 1e6:.1f} M parameters:")
+    for k, t in med.items():
+        print(f"  {k:8s} {1e3 * t:7.1f} ms")
+    enc = parts.learner.encoder
+    frames = args.batch_size * 96 // enc.time_reduction  # rows of the fc for one view of 96 log-mel frames
+    x = torch.randn(frames, enc.fc[0].out_features, device=device, requires_grad=True)
+    g = torch.randn_like(x)
+    drop = enc.fc[2]  # our Dropout, in train mode
+    fns = {
+        "torch": lambda: torch.nn.functional.dropout(x, drop.p, True).backward(g),
+        "ours": lambda: drop(x).backward(g),
+    }
+    med = _alternating(fns, args.rounds * args.steps, device)
+    print(f"dropout p={drop.p} forward + backward, {tuple(x.shape)}:")
+    for k, t in med.items():
+        print(f"  {k:8s} {1e3 * t:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -275,7 +275,7 @@ def build_step_parts(
     learner = DiffBYOLA(build_encoder(config.encoder), config.learner).to(device)
     # channels_last: faster convolutions and pooling on CPU (oneDNN) and on GPU (cuDNN).
     learner = learner.to(memory_format=torch.channels_last)
-    # fused: one kernel over all tensors; on CPU ~6x faster than the default per-tensor loop (22 M v2
+    # fused: one kernel over all tensors; on CPU ~3x faster than the default per-tensor loop (22 M v2
     # parameters: bench/pretrain_throughput.py --micro), the same update
     fused = device.type in ("cpu", "cuda")
     optimizer = torch.optim.Adam([p for p in learner.parameters() if p.requires_grad], lr=t.lr, fused=fused)

@@ -146,3 +146,22 @@ def test_v2_layers_sit_in_their_own_slots_and_sum_to_the_frames():
     # conv1: block 1's map max-pooled 2x2 (to block 2's grid), flattened mel-major
     pooled = torch.nn.functional.max_pool2d(c1, 2)  # (2, 64, 16, 9)
     torch.testing.assert_close(conv1[..., :1024], pooled.permute(0, 3, 2, 1).reshape(2, 9, 1024))
+
+
+def test_dropout_keeps_one_minus_p_scales_the_kept_and_is_off_in_eval():
+    from hear_diffbyola.encoder import Dropout
+
+    drop = Dropout(p=0.3)
+    x = torch.ones(1000, 1000, requires_grad=True)
+    torch.manual_seed(0)
+    y = drop(x)
+    kept = y != 0
+    # 1e6 Bernoulli(0.7) draws: the kept share is 0.7 within 5 standard deviations (0.00046 each)
+    assert abs(kept.float().mean().item() - 0.7) < 5 * (0.7 * 0.3 / 1e6) ** 0.5
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()  # the gradient is the mask, scaled alike
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    torch.manual_seed(0)  # the same draws for float64 input of the same seed
+    assert torch.equal(drop(torch.ones(1000, 1000, dtype=torch.float64)) != 0, kept)
+    drop.eval()
+    assert torch.equal(drop(x), x)

@@ -249,11 +249,18 @@ def test_encode_pools_before_relu_and_runs_the_first_conv_as_a_matmul_with_the_m
             assert torch.equal(bufs[name], b64), name
 
 
-@pytest.mark.parametrize("momentum", [0.1, None])
-def test_first_block_is_the_modules_conv_batchnorm_pool_relu_with_their_statistics_and_gradients(momentum):
+@pytest.mark.parametrize("momentum,frames,slice_elements", [(0.1, 10, None), (None, 11, 1)])
+def test_first_block_is_the_modules_conv_batchnorm_pool_relu_with_their_statistics_and_gradients(
+    momentum, frames, slice_elements, monkeypatch
+):
     # first_block computes BatchNorm's batch statistics from the 9x9 covariance of the conv's taps instead
-    # of from the conv map: compared in float64 with the modules themselves, train and eval mode.
+    # of from the conv map, and conv + pool in slices: compared in float64 with the modules themselves,
+    # train and eval mode; one slice, and slices of 2 rows with an odd number of frames (the pool drops one).
+    from hear_diffbyola import encoder
     from hear_diffbyola.learner import first_block
+
+    if slice_elements is not None:
+        monkeypatch.setattr(encoder, "POOLED_SLICE_ELEMENTS", slice_elements)
 
     enc = small_learner(0.0).encoder.double()
     conv, bn = enc.features[0], enc.features[1]
@@ -261,8 +268,8 @@ def test_first_block_is_the_modules_conv_batchnorm_pool_relu_with_their_statisti
     with torch.no_grad():
         bn.weight.uniform_(0.5, 2.0), bn.bias.uniform_(-1.0, 1.0), conv.bias.uniform_(-1.0, 1.0)
         bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)
-    x = torch.randn(3, 1, 64, 10, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 2 + 0.7
-    g = torch.randn(3, 64, 32, 5, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    x = torch.randn(3, 1, 64, frames, generator=torch.Generator().manual_seed(8), dtype=torch.float64) * 2 + 0.7
+    g = torch.randn(3, 64, 32, frames // 2, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
     ref_conv, ref_bn = copy.deepcopy(conv), copy.deepcopy(bn)
     pool = enc.features[3]
     for _ in range(2):  # twice: the running statistics' update compounds as BatchNorm's does

@@ -81,6 +81,10 @@ class DemoRun:
     def pretrain_config(self, seed: int, lam: float) -> PretrainConfig:
         return self.budget.pretrain_config(lam, self.device, seed, self.corpus)
 
+    def data_settings(self) -> dict[str, Any]:
+        """What the demo was pretrained and scored on, as its state and results record it."""
+        return {"corpus": self.corpus, "bgknown_task": None if self.bgknown_task is None else str(self.bgknown_task)}
+
     def task(self, name: str) -> Path:
         if name == "bgknown" and self.bgknown_task is not None:
             return self.bgknown_task
@@ -133,8 +137,7 @@ def _open_state(run: DemoRun) -> dict[str, Any]:
         "lambdas": list(run.lambdas),
         "seed": SEED,
         "pretrain_seeds": list(run.pretrain_seeds),
-        "corpus": run.corpus,
-        "bgknown_task": None if run.bgknown_task is None else str(run.bgknown_task),
+        **run.data_settings(),
     }
     if path.is_file():
         try:

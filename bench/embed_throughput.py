@@ -6,6 +6,7 @@
     python bench/embed_throughput.py --memory-only --weights AudioNTT2020-BYOLA-64x96d512.pth   # RSS table only
     python bench/embed_throughput.py --memory-only --arch v1 --d 2048    # random AudioNTT2020 d=2048
     python bench/embed_throughput.py --vs-modules --arch v1 --d 512      # fast path vs the unoptimised module path
+    python bench/embed_throughput.py --workers --arch v2                 # tiles on single-threaded workers vs one at a time
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two grids shifted by 40 ms, from one shared pass: hear_diffbyola/inference.py) with the same front end embed the same batch
@@ -143,6 +144,55 @@ def compare_modules(args: argparse.Namespace) -> None:
         print(f"| {what} | {secs / m:.1f} | {secs / f:.1f} | {m / f:.2f}x |")
 
 
+def compare_workers(args: argparse.Namespace) -> None:
+    """The fast path's tiles one at a time (each op on every thread) against tiles on single-threaded
+    workers (runtime.parallel_map) at two tile sizes, scene and timestamps, on the short batch and on one
+    clip of --long-minutes, alternating rounds in this one process (embed.WORKERS / TILE_FRAMES_WORKER)."""
+    from hear_diffbyola import embed
+
+    model, source = make_model(args.weights, args.d, args.arch)
+    settings = {"one tile at a time": (1, embed.TILE_FRAMES_WORKER)}
+    settings.update({f"workers, tiles of {t}": (None, t) for t in (1024, 2048)})
+    inputs = {
+        f"{args.batch} x 10 s": audio(args.batch, 10.0),
+        f"1 x {args.long_minutes:g} min": audio(1, args.long_minutes * 60),
+    }
+    saved = embed.WORKERS, embed.TILE_FRAMES_WORKER
+    times: dict[tuple[str, str, str], list[float]] = {}
+    try:
+        for r in range(args.rounds + 1):  # round 0 warms up
+            for label, wave in inputs.items():
+                for what, fn in (("scene", get_scene_embeddings), ("timestamps", get_timestamp_embeddings)):
+                    for name, (workers, tile) in settings.items():
+                        embed.WORKERS, embed.TILE_FRAMES_WORKER = workers, tile
+                        t = timed(fn, wave, model, 1)
+                        if r:
+                            times.setdefault((label, what, name), []).append(t)
+    finally:
+        embed.WORKERS, embed.TILE_FRAMES_WORKER = saved
+    print(
+        f"\n# {source}: tiles on workers vs one at a time, {args.rounds} alternating rounds: median audio-s/s "
+        "(min-max); median [quartiles] of each round's speedup over one tile at a time"
+    )
+    print("| input | embedding | " + " | ".join(settings) + " |")
+    print("|---|---|" + "---|" * len(settings))
+    for label, wave in inputs.items():
+        secs = wave.numel() / SR
+        for what in ("scene", "timestamps"):
+            cells = []
+            base = times[(label, what, "one tile at a time")]
+            for name in settings:
+                rates = sorted(secs / x for x in times[(label, what, name)])
+                # each round's ratio to the one-at-a-time run of that round: pairs share the machine's state
+                paired = sorted(b / x for b, x in zip(base, times[(label, what, name)]))
+                q1, q3 = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
+                cells.append(
+                    f"{statistics.median(rates):.1f} ({rates[0]:.1f}-{rates[-1]:.1f}); "
+                    f"{statistics.median(paired):.2f}x [{q1:.2f}, {q3:.2f}]"
+                )
+            print(f"| {label} | {what} | " + " | ".join(cells) + " |")
+
+
 def audio(n_sounds: int, seconds: float) -> torch.Tensor:
     return (torch.rand(n_sounds, int(seconds * SR), generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.3
 
@@ -208,6 +258,7 @@ def main() -> None:
     p.add_argument("--arch", choices=["v1", "v2"], help="a random AudioNTT2020 (v1) / AudioNTT2022 (v2) of --d")
     p.add_argument("--memory-only", action="store_true", help="only the fresh-process peak RSS table")
     p.add_argument("--vs-modules", action="store_true", help="only the fast-path vs module-path comparison")
+    p.add_argument("--workers", action="store_true", help="only tiles on workers vs one tile at a time")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -220,13 +271,16 @@ def main() -> None:
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
-    if args.vs_modules:
+    if args.vs_modules or args.workers:
         torch.set_num_threads(args.threads)
         print(
             f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
             f"{args.threads} threads; load average {os.getloadavg()[0]:.2f}"
         )
-        compare_modules(args)
+        if args.vs_modules:
+            compare_modules(args)
+        else:
+            compare_workers(args)
         return print(f"# load average at the end {os.getloadavg()[0]:.2f}")
     if args.archs_only:
         torch.set_num_threads(args.threads)

@@ -14,11 +14,13 @@ equals unchunked to float rounding, while memory is bounded by the chunk, not th
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from . import runtime
 from .inference import inference_encoder, logmel_time_major
 from .weights import PretrainedModel
 
@@ -29,6 +31,16 @@ DEFAULT_CHUNK = 512  # encoder frames per chunk (v2: 20 s, v1: 41 s of audio); b
 # was fastest at 2 threads on the shared 2-core CPU (docs/performance.md).
 TILE_FRAMES_ONE_THREAD = 1024
 TILE_FRAMES_PER_THREAD = 2048
+# With several threads the fast path on CPU runs many tiles at once, one per single-threaded worker
+# (runtime.parallel_map), each of TILE_FRAMES_WORKER log-mel frames: faster than one tile at a time
+# with every op split over the threads (bench/embed_throughput.py --workers, docs/performance.md).
+# WORKERS: None follows torch.get_num_threads(); 1 turns the workers off.
+TILE_FRAMES_WORKER = 2048
+WORKERS: int | None = None
+# Workers only when they would share the tiles evenly enough (_balance): a worker waiting for another's last
+# tile gives back the ~10-20 % they gain (bench/embed_throughput.py --workers: two tiles of 2048 and 950
+# frames on two workers ran 0.85x one tile at a time).
+MIN_BALANCE = 0.85
 DENSE_STEP = 4  # log-mel frames between dense (HEAR / s3prl) frames: 40 ms at a 10 ms hop
 
 FrameFn = Callable[[torch.Tensor], list[torch.Tensor]]
@@ -170,25 +182,51 @@ def _groups(grid: FrameGrid, n_sounds: int, n_mel: int, chunk_frames: int, tile_
         yield slice(i, min(i + size, n_sounds))
 
 
+Span = tuple[int, int, int, int, int]  # (a, b, skip, j0, j1) of _chunk_spans
+Tile = tuple[slice, int, Span]  # (sounds, pass, span): one encoder call
+
+
+def _tiles(grid: FrameGrid, n_sounds: int, n_mel: int, passes: int, chunk_frames: int, tile_frames: int) -> list[Tile]:
+    """Every encoder call of a batch: each group of sounds, pass k (log-mel shifted by k steps), chunk."""
+    one = replace(grid, shifts=1)
+    return [
+        (rows, k, span)
+        for rows in _groups(one, n_sounds, n_mel, chunk_frames, tile_frames)
+        for k in range(passes)
+        for span in _chunk_spans(one, n_mel, k * grid.step, chunk_frames)
+    ]
+
+
+def _balance(tiles: list[Tile], workers: int) -> float:
+    """Busy share of ``workers`` taking the tiles in order, each the next free worker's (a pool's queue), with
+    a tile's cost its log-mel frames: 1 when they all finish together, 0.5 for two workers and one tile."""
+    free = [0] * workers
+    for rows, _, (a, b, _, _, _) in tiles:
+        i = free.index(min(free))
+        free[i] += (rows.stop - rows.start) * (b - a)
+    return sum(free) / (workers * max(free))
+
+
+def _schedule(
+    grid: FrameGrid, wave: torch.Tensor, passes: int, chunk_frames: int, tile_frames: int | None, fast: bool
+) -> tuple[int, list[Tile]]:
+    """(workers, tiles) for one call. The fast path on CPU with several threads runs tiles of one worker's
+    size on single-threaded workers (runtime.parallel_map) when they keep the workers evenly busy; otherwise
+    tiles run one after another, each op using every thread, at the size that suits that."""
+    n_sounds, n_mel = wave.shape[0], grid.n_log_mel(wave.shape[1])
+    threads = 1 if runtime.in_worker() else WORKERS or torch.get_num_threads()
+    if fast and wave.device.type == "cpu" and threads > 1:
+        tile = tile_frames or TILE_FRAMES_WORKER
+        tiles = _tiles(grid, n_sounds, n_mel, passes, _fast_chunk(grid, chunk_frames, tile), tile)
+        if _balance(tiles, threads) >= MIN_BALANCE:
+            return threads, tiles
+    tile = tile_frames or default_tile_frames()
+    chunk = _fast_chunk(grid, chunk_frames, tile) if fast else chunk_frames
+    return 1, _tiles(grid, n_sounds, n_mel, passes, chunk, tile)
+
+
 def _time_major(fn: FrameFn) -> bool:
     return bool(getattr(fn, "time_major", False))
-
-
-def iter_chunks(
-    model: PretrainedModel, wave: torch.Tensor, fn: FrameFn, shift: int = 0, chunk_frames: int = DEFAULT_CHUNK
-) -> Iterator[list[torch.Tensor]]:
-    """Yield ``fn``'s per-chunk outputs for the encoder grid starting at log-mel frame ``shift``.
-
-    ``fn`` maps a normalised log-mel chunk (B, 1, F, L) (or time-major (B, 1, L, F) if ``fn.time_major``)
-    to tensors (B, L // r, D); the yielded pieces, concatenated over time, equal ``fn`` applied to the
-    whole shifted log-mel.
-    """
-    grid = FrameGrid.of(model, 1)
-    tm = _time_major(fn)
-    for a, b, skip, j0, j1 in _chunk_spans(grid, grid.n_log_mel(wave.shape[1]), shift, chunk_frames):
-        x = _logmel_chunk(model, wave, a, b)  # (B, 1, L, F)
-        outs = fn(x if tm else x.transpose(2, 3))
-        yield [o[:, skip : skip + (j1 - j0)] for o in outs]
 
 
 class FastFrames:
@@ -214,26 +252,26 @@ def layer_frames(model: PretrainedModel) -> FrameFn:
     return FastFrames(model, layers=True)
 
 
-def _interleave(outs: list[torch.Tensor], pieces: list[torch.Tensor], k: int, j: int, S: int) -> None:
-    # frame j of shift k is output j * S + k
-    n = pieces[0].shape[1]
-    for out, piece in zip(outs, pieces):
-        out[:, k + j * S : k + (j + n - 1) * S + 1 : S] = piece
+class _Outputs:
+    """The (B, total, D) outputs of dense_frames, frame j of pass k at j * S + k, allocated by the first
+    tile to finish (tiles may run on several threads; each writes its own slots)."""
 
+    def __init__(self, n_sounds: int, total: int, passes: int) -> None:
+        self.n_sounds, self.total, self.passes = n_sounds, total, passes
+        self.tensors: list[torch.Tensor] = []
+        self._lock = threading.Lock()
 
-def _dense_shared(
-    model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, outs: list[torch.Tensor], chunk_frames: int
-) -> None:
-    """Two 40 ms-shifted grids of a reduction-8 encoder from one pass per chunk (inference.phase_frames),
-    written interleaved into ``outs[0]`` (B, total, d); frame 1 is then set by _first_shifted_frame."""
-    fast = inference_encoder(model.encoder)
-    n_mel = grid.n_log_mel(wave.shape[1])
-    n_shifted = (n_mel - grid.step) // grid.reduction
-    for a, b, skip, j0, j1 in _chunk_spans(FrameGrid.of(model, 1), n_mel, 0, chunk_frames):
-        for k, frames in enumerate(fast.phase_frames(_logmel_chunk(model, wave, a, b), 2)):
-            n = min(j1, n_shifted if k else j1) - j0
-            if n > 0:
-                _interleave(outs, [frames[:, skip : skip + n]], k, j0, 2)
+    def write(self, rows: slice, pieces: list[torch.Tensor], k: int, j: int) -> None:
+        with self._lock:
+            if not self.tensors:
+                whole = rows == slice(0, self.n_sounds) and j == 0 and pieces[0].shape[1] == self.total
+                if whole and self.passes == 1:
+                    self.tensors = pieces  # one pass in one tile: nothing to interleave or copy
+                    return
+                self.tensors = [p.new_empty(self.n_sounds, self.total, p.shape[2]) for p in pieces]
+        S, n = self.passes, pieces[0].shape[1]
+        for out, piece in zip(self.tensors, pieces):
+            out[rows, k + j * S : k + (j + n - 1) * S + 1 : S] = piece
 
 
 def _first_shifted_frame(model: PretrainedModel, wave: torch.Tensor, grid: FrameGrid, out: torch.Tensor) -> None:
@@ -257,39 +295,39 @@ def dense_frames(
     """Frames on ``FrameGrid.of(model, shifts)`` (default: every 40 ms): ([(B, n, D) per output of fn],
     centre times in ms (n,)). Default ``fn``: the encoder's frame embeddings in eval mode (one output,
     D = d), through the frozen inference copy; a shifted pair of grids shares one pass. The model is
-    never changed (no mode switch), so concurrent calls are safe."""
+    never changed (no mode switch), so concurrent calls are safe.
+
+    ``fn`` maps a normalised log-mel chunk (B, 1, F, L) (or time-major (B, 1, L, F) if ``fn.time_major``)
+    to tensors (B, L // r, D). Memory is the output plus one tile per worker: chunks go straight into
+    their interleaved slots, never into copies of the output (20-min clips)."""
     grid = FrameGrid.of(model, shifts)
     _check(grid, wave)
-    total, S = grid.n_frames(wave.shape[1]), grid.shifts
-    n_mel = grid.n_log_mel(wave.shape[1])
-    shared = fn is None and S == 2 and grid.step * 2 == grid.reduction
-    tile_frames = tile_frames or default_tile_frames()
-    if fn is None or isinstance(fn, FastFrames):
-        chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
+    total, n_mel = grid.n_frames(wave.shape[1]), grid.n_log_mel(wave.shape[1])
+    # v1's two 40 ms grids from one pass per chunk (inference.phase_frames): only the last pool differs
+    shared = fn is None and grid.shifts == 2 and grid.step * 2 == grid.reduction
+    passes = 1 if shared else grid.shifts
+    workers, tiles = _schedule(grid, wave, passes, chunk_frames, tile_frames, fn is None or isinstance(fn, FastFrames))
     fn = fn or encoder_frames(model)
-    # Chunks go straight into their interleaved slots, so memory is the output plus one chunk, not
-    # several copies of the output (20-min clips).
-    outs: list[torch.Tensor] = []
-    for rows in _groups(grid, wave.shape[0], n_mel, chunk_frames, tile_frames):
-        part = wave[rows]
-        if shared:
-            if not outs:
-                outs = [wave.new_empty(wave.shape[0], total, model.encoder.d)]
-            _dense_shared(model, part, grid, [o[rows] for o in outs], chunk_frames)
-            continue
-        for k in range(S):
-            j = 0
-            for pieces in iter_chunks(model, part, fn, k * grid.step, chunk_frames):
-                if S == 1 and j == 0 and pieces[0].shape[1] == total and part.shape[0] == wave.shape[0]:
-                    outs = pieces  # one pass in one chunk: nothing to interleave or copy
-                    break
-                if not outs:
-                    outs = [p.new_empty(wave.shape[0], total, p.shape[2]) for p in pieces]  # (B, total, D) each
-                _interleave([o[rows] for o in outs], pieces, k, j, S)
-                j += pieces[0].shape[1]
+    fast, tm = inference_encoder(model.encoder), _time_major(fn)
+    n_shifted = (n_mel - grid.step) // grid.reduction  # frames of the shifted grid
+    outs = _Outputs(wave.shape[0], total, grid.shifts)
+
+    def run(tile: Tile) -> None:
+        rows, k, (a, b, skip, j0, j1) = tile
+        x = _logmel_chunk(model, wave[rows], a, b)  # (b, 1, L, F)
+        if not shared:
+            pieces = fn(x if tm else x.transpose(2, 3))
+            outs.write(rows, [o[:, skip : skip + (j1 - j0)] for o in pieces], k, j0)
+            return
+        for phase, frames in enumerate(fast.phase_frames(x, 2)):
+            n = min(j1, n_shifted if phase else j1) - j0
+            if n > 0:
+                outs.write(rows, [frames[:, skip : skip + n]], phase, j0)
+
+    runtime.parallel_map(run, tiles, workers)
     if shared:
-        _first_shifted_frame(model, wave, grid, outs[0])
-    return outs, grid.centres_ms(total)
+        _first_shifted_frame(model, wave, grid, outs.tensors[0])
+    return outs.tensors, grid.centres_ms(total)
 
 
 @torch.no_grad()
@@ -300,16 +338,26 @@ def clip_embedding(
     memory, through the frozen inference copy (the model is never changed): (B, d)."""
     grid = FrameGrid.of(model, 1)
     _check(grid, wave)
-    fn = encoder_frames(model)
-    tile_frames = tile_frames or default_tile_frames()
-    chunk_frames = _fast_chunk(grid, chunk_frames, tile_frames)
+    workers, tiles = _schedule(grid, wave, 1, chunk_frames, tile_frames, True)
+    fast = inference_encoder(model.encoder)
+
+    def run(tile: Tile) -> tuple[torch.Tensor, torch.Tensor]:
+        rows, _, (a, b, skip, j0, j1) = tile
+        frames = fast.frames(_logmel_chunk(model, wave[rows], a, b))[:, skip : skip + (j1 - j0)]
+        return frames.sum(dim=1), frames.amax(dim=1)
+
     out = wave.new_empty(wave.shape[0], model.encoder.d)
-    for rows in _groups(grid, wave.shape[0], grid.n_log_mel(wave.shape[1]), chunk_frames, tile_frames):
-        total, peak, n = None, None, 0
-        for (frames,) in iter_chunks(model, wave[rows], fn, 0, chunk_frames):
-            s, m = frames.sum(dim=1), frames.amax(dim=1)
-            total = s if total is None else total.add_(s)
-            peak = m if peak is None else torch.maximum(peak, m, out=peak)
-            n += frames.shape[1]
-        out[rows] = total / n + peak
+    total: dict[int, torch.Tensor] = {}
+    peak: dict[int, torch.Tensor] = {}
+    # combined in tile order whatever thread computed them: the same sums for the same input
+    for (rows, _, _), (s, m) in zip(tiles, runtime.parallel_map(run, tiles, workers)):
+        if rows.start in total:
+            total[rows.start].add_(s)
+            torch.maximum(peak[rows.start], m, out=peak[rows.start])
+        else:
+            total[rows.start], peak[rows.start] = s, m
+    n = grid.n_frames(wave.shape[1])
+    for rows, _, _ in tiles:
+        if rows.start in total:
+            out[rows] = total.pop(rows.start) / n + peak.pop(rows.start)
     return out

@@ -1,10 +1,20 @@
-"""Process-level settings that make CPU training fast."""
+"""Process-level CPU settings: glibc's allocator for training, a pool of single-threaded workers for inference."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+import torch
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
@@ -30,3 +40,48 @@ def tune_cpu_allocator() -> bool:
         return False
     _tuned = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
     return _tuned
+
+
+_pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool; a forked child builds its own
+_pools_lock = threading.Lock()
+_local = threading.local()
+
+
+def _start_worker() -> None:
+    _local.worker = True
+    # This thread's OpenMP and MKL teams only. torch also keeps the value as the default of threads created
+    # later; parallel_map puts the caller's back once the workers have started.
+    torch.set_num_threads(1)
+
+
+def in_worker() -> bool:
+    """Whether the current thread is one of :func:`parallel_map`'s workers."""
+    return bool(getattr(_local, "worker", False))
+
+
+def parallel_map(work: Callable[[T], R], items: Sequence[T], workers: int) -> list[R]:
+    """``[work(item) for item in items]``, the items spread over ``workers`` threads of one intra-op thread each.
+
+    Many independent tiles, each computed single-threaded on its own core, beat one tile at a time with
+    every op split over the cores: no barrier per op, no core idle while another finishes its share, and
+    a single-threaded matmul runs nearer the core's peak (bench/embed_throughput.py --workers). Results come
+    in item order, so whatever combines them does so in a fixed order. Called from a worker (nested), with
+    fewer than two workers or items, the items run here, one after another. ``work`` must be thread-safe;
+    it runs with autograd off in the workers (grad mode is per thread)."""
+    if workers < 2 or len(items) < 2 or in_worker():
+        return [work(item) for item in items]
+    key = (os.getpid(), workers)
+    with _pools_lock:
+        pool = _pools.get(key)
+        if pool is None:
+            pool = _pools[key] = ThreadPoolExecutor(workers, "hear-diffbyola", initializer=_start_worker)
+    caller_threads = torch.get_num_threads()
+
+    def run(item: T) -> R:
+        with torch.no_grad():
+            return work(item)
+
+    try:
+        return list(pool.map(run, items))
+    finally:
+        torch.set_num_threads(caller_threads)  # torch's default for new threads, as it was before the workers

@@ -7,6 +7,7 @@
     python bench/embed_throughput.py --memory-only --arch v1 --d 2048    # random AudioNTT2020 d=2048
     python bench/embed_throughput.py --vs-modules --arch v1 --d 512      # fast path vs the unoptimised module path
     python bench/embed_throughput.py --workers --arch v2                 # tiles on single-threaded workers vs one at a time
+    python bench/embed_throughput.py --stages --arch v2                  # ms and GFLOP/s of each stage of one tile
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two grids shifted by 40 ms, from one shared pass: hear_diffbyola/inference.py) with the same front end embed the same batch
@@ -193,17 +194,71 @@ def compare_workers(args: argparse.Namespace) -> None:
             print(f"| {label} | {what} | " + " | ".join(cells) + " |")
 
 
+def compare_stages(args: argparse.Namespace) -> None:
+    """Where one tile's time goes: each stage of the fast path (front end, conv blocks, fc layers) on a tile
+    of --batch 10-s clips, at 1 thread and at --threads, median of --rounds calls, with GFLOP/s."""
+    import torch.nn.functional as F
+
+    from hear_diffbyola.inference import inference_encoder, logmel_time_major
+
+    model, source = make_model(args.weights, args.d, args.arch)
+    fast = inference_encoder(model.encoder)
+    fe = model.frontend.config
+    seg = F.pad(audio(args.batch, 10.0), (fe.n_fft // 2, fe.n_fft // 2), mode="reflect")
+    x = logmel_time_major(model.frontend, seg).contiguous(memory_format=torch.channels_last)
+    stages: list[tuple[str, object, float]] = [
+        ("front end (log-mel)", lambda: logmel_time_major(model.frontend, seg), 0.0)
+    ]
+    m = x
+    for k, (w, _) in enumerate(fast.convs):
+        t, f = m.shape[2] // 2 * 2, m.shape[3] // 2 * 2  # conv outputs the pool keeps
+        flops = 2.0 * 9 * w.shape[1] * w.shape[0] * t * f * m.shape[0]
+        stages.append(
+            (f"conv block {k + 1} ({w.shape[1]} -> {w.shape[0]}, pooled)", lambda m=m, k=k: fast._block(m, k), flops)
+        )
+        m = fast._block(m, k)
+    h = fast.flatten(m).reshape(-1, fast.flatten(m).shape[-1])
+    for i, (w, b) in enumerate(fast.fc):
+        flops = 2.0 * h.shape[0] * w.shape[0] * w.shape[1]
+        stages.append(
+            (f"fc {i + 1} ({w.shape[0]} -> {w.shape[1]})", lambda h=h, w=w, b=b: torch.addmm(b, h, w).relu_(), flops)
+        )
+        h = torch.addmm(b, h, w).relu_()
+    stages.append(("whole tile (frames)", lambda: fast.frames(x), 0.0))
+    saved = torch.get_num_threads()
+    results: dict[int, list[float]] = {}
+    try:
+        for threads in sorted({1, args.threads}):
+            torch.set_num_threads(threads)
+            results[threads] = []
+            for _, fn, _ in stages:
+                fn()  # warm-up
+                results[threads].append(median_seconds(fn, args.rounds))
+    finally:
+        torch.set_num_threads(saved)
+    print(f"\n# {source}: one tile of {args.batch} x 10 s ({x.shape[2]} log-mel frames each), median of {args.rounds}")
+    print("| stage | " + " | ".join(f"{t} thread(s): ms, GFLOP/s" for t in results) + " |")
+    print("|---|" + "---|" * len(results))
+    for i, (name, _, flops) in enumerate(stages):
+        cells = [f"{r[i] * 1e3:.1f}" + (f", {flops / r[i] / 1e9:.0f}" if flops else "") for r in results.values()]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def audio(n_sounds: int, seconds: float) -> torch.Tensor:
     return (torch.rand(n_sounds, int(seconds * SR), generator=torch.Generator().manual_seed(0)) * 2 - 1) * 0.3
 
 
-def timed(fn, wave: torch.Tensor, model: PretrainedModel, repeats: int) -> float:
+def median_seconds(fn, repeats: int) -> float:
     times = []
     for _ in range(repeats):
         t = time.perf_counter()
-        fn(wave, model)
+        fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def timed(fn, wave: torch.Tensor, model: PretrainedModel, repeats: int) -> float:
+    return median_seconds(lambda: fn(wave, model), repeats)
 
 
 def child_memory(args: argparse.Namespace) -> None:
@@ -259,6 +314,7 @@ def main() -> None:
     p.add_argument("--memory-only", action="store_true", help="only the fresh-process peak RSS table")
     p.add_argument("--vs-modules", action="store_true", help="only the fast-path vs module-path comparison")
     p.add_argument("--workers", action="store_true", help="only tiles on workers vs one tile at a time")
+    p.add_argument("--stages", action="store_true", help="only the time of each stage of one tile")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -271,7 +327,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
-    if args.vs_modules or args.workers:
+    if args.vs_modules or args.workers or args.stages:
         torch.set_num_threads(args.threads)
         print(
             f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -279,8 +335,10 @@ def main() -> None:
         )
         if args.vs_modules:
             compare_modules(args)
-        else:
+        elif args.workers:
             compare_workers(args)
+        else:
+            compare_stages(args)
         return print(f"# load average at the end {os.getloadavg()[0]:.2f}")
     if args.archs_only:
         torch.set_num_threads(args.threads)

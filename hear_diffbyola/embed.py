@@ -10,6 +10,10 @@ Long audio is processed in chunks of log-mel frames with 2r frames of context on
 to the encoder's pooling grid. The receptive field reaches r - 1 log-mel frames beyond a frame's
 own r (each conv block k adds 2^(k-1) on each side), so kept frames never see a chunk edge: chunked
 equals unchunked to float rounding, while memory is bounded by the chunk, not the clip.
+
+A tile (a group of sounds, one pass, one chunk) is one encoder call and independent of every other:
+on CPU with several threads the fast path runs them on single-threaded workers, one per core
+(:func:`hear_diffbyola.runtime.parallel_map`), and combines their results in tile order.
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ initialisation in the official layout saved to a temporary ``.pth`` that both si
 depend on the values). Training: the official BYOL step (its ``BYOL`` on fixed views: 2 online + 2 target
 passes, backward, Adam, EMA; augmentation runs in its data loader workers, so it is left out) against our
 full ``training_step`` (log-mel, batched augmentation, losses, backward, Adam, EMA) from waveforms, lambda = 0
-and 0.5. Every contender runs once per round, rounds alternate, medians are reported with their ratios
-(what survives a shared CPU). Embeddings run with glibc's default allocator (what a HEAR user has); the
+and 0.5. Every contender runs once per round, rounds alternate, medians are reported with their ratios,
+and with the median and quartiles of the ratios taken within each round (what survives a shared CPU best). Embeddings run with glibc's default allocator (what a HEAR user has); the
 training rows come after and both sides get the allocator tuning our trainer applies.
 """
 
@@ -85,8 +85,8 @@ def official_frontend(v2: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor],
         return ours, f"our log-mel front end with the official parameters ({type(e).__name__})"
 
 
-def rounds(fns: dict[str, Callable[[], object]], n: int) -> dict[str, float]:
-    """Median seconds per call of each function, the functions alternating in ``n`` rounds."""
+def rounds(fns: dict[str, Callable[[], object]], n: int) -> dict[str, list[float]]:
+    """Seconds per call of each function in each of ``n`` rounds, the functions alternating."""
     for f in fns.values():
         f()  # warm-up
     times = {k: [] for k in fns}
@@ -95,7 +95,14 @@ def rounds(fns: dict[str, Callable[[], object]], n: int) -> dict[str, float]:
             t = time.perf_counter()
             f()
             times[k].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return times
+
+
+def paired(base: list[float], other: list[float]) -> str:
+    """Median [quartiles] over rounds of base / other within each round: a round's contenders share the
+    machine's state, so these ratios spread less than the rates do."""
+    r = sorted(b / o for b, o in zip(base, other))
+    return f"{statistics.median(r):.2f}x [{r[len(r) // 4]:.2f}, {r[(3 * len(r)) // 4]:.2f}]"
 
 
 def embedding_rows(
@@ -119,13 +126,14 @@ def embedding_rows(
         "ours timestamps": lambda: get_timestamp_embeddings(wave, ours),
     }
     agree = torch.nn.functional.cosine_similarity(official_scene(), get_scene_embeddings(wave, ours)).min().item()
-    med = rounds(fns, args.rounds)
+    times = rounds(fns, args.rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
     base = med["official scene"]
     print(f"\n## {label}: {args.batch} x 10 s clips, {args.rounds} rounds (official front end: {fe_name})")
     print(f"weights: {weights}; scene embeddings official vs ours: min cosine {agree:.6f}")
-    print("| what | audio-s/s | vs official scene |\n|---|---|---|")
+    print("| what | audio-s/s | vs official scene | per round: median [quartiles] |\n|---|---|---|---|")
     for k, t in med.items():
-        print(f"| {k} | {secs / t:.1f} | {base / t:.2f}x |")
+        print(f"| {k} | {secs / t:.1f} | {base / t:.2f}x | {paired(times['official scene'], times[k])} |")
 
 
 def v2_weights(args: argparse.Namespace, models) -> tuple[Path, str]:
@@ -185,12 +193,16 @@ def training_rows(
         "ours lambda=0": lambda: training_step(parts[0.0], wave),
         "ours lambda=0.5": lambda: training_step(parts[0.5], wave),
     }
-    med = rounds(fns, args.rounds)
+    times = rounds(fns, args.rounds)
+    med = {k: statistics.median(v) for k, v in times.items()}
     print(f"\n## training step {arch} d={d}, B={B}, {args.rounds} rounds")
-    print("| what | clips/s | vs official |\n|---|---|---|")
+    print("| what | clips/s | vs official | per round: median [quartiles] |\n|---|---|---|---|")
     for k, t in med.items():
-        print(f"| {k} | {B / t:.1f} | {med['official step'] / t:.2f}x |")
-    print(f"lambda=0.5 step / lambda=0 step: {med['ours lambda=0.5'] / med['ours lambda=0']:.3f}")
+        print(f"| {k} | {B / t:.1f} | {med['official step'] / t:.2f}x | {paired(times['official step'], times[k])} |")
+    lam_ratio = paired(times["ours lambda=0.5"], times["ours lambda=0"])
+    print(
+        f"lambda=0.5 step / lambda=0 step: {med['ours lambda=0.5'] / med['ours lambda=0']:.3f} (per round {lam_ratio})"
+    )
 
 
 def main() -> None:

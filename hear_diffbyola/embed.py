@@ -133,15 +133,18 @@ def _check(grid: FrameGrid, wave: torch.Tensor) -> None:
 def _segment(wave: torch.Tensor, a: int, b: int, hop: int, n_fft: int) -> torch.Tensor:
     """Samples of log-mel frames [a, b) of the centred STFT (reflect padding by n_fft // 2): (B, (b - a - 1) hop + n_fft).
 
-    A view of the waveform inside it; only a segment reaching past an end is built, by reflected indices,
-    so the clip itself is never copied (a 20-min clip is 77 MB)."""
+    A view of the waveform inside it; only a segment reaching past an end is built, from its inside part
+    and the mirrored edges, so the clip itself is never copied (a 20-min clip is 77 MB)."""
     pad, n = n_fft // 2, wave.shape[1]
     lo, hi = a * hop - pad, (b - 1) * hop + n_fft - pad  # waveform coordinates, possibly outside [0, n)
     if lo >= 0 and hi <= n:
         return wave[:, lo:hi]
-    idx = torch.arange(lo, hi, device=wave.device).abs()  # reflect at 0: -i -> i
-    idx = torch.where(idx >= n, 2 * (n - 1) - idx, idx)  # reflect at n - 1: n - 1 + k -> n - 1 - k
-    return wave.index_select(1, idx)
+    parts = [wave[:, max(lo, 0) : min(hi, n)]]
+    if lo < 0:  # reflect at 0: sample -i is sample i
+        parts.insert(0, wave[:, 1 : 1 - lo].flip(1))
+    if hi > n:  # reflect at n - 1: sample n - 1 + k is sample n - 1 - k
+        parts.append(wave[:, 2 * n - 1 - hi : n - 1].flip(1))
+    return torch.cat(parts, dim=1)
 
 
 def _logmel_chunk(model: PretrainedModel, wave: torch.Tensor, a: int, b: int) -> torch.Tensor:

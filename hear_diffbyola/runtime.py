@@ -47,6 +47,18 @@ _pools_lock = threading.Lock()
 _local = threading.local()
 
 
+def _forget_pools_in_child() -> None:
+    # The parent's worker threads do not exist in a forked child, and the lock may have been held by one
+    # of the parent's threads at the fork: start the child with neither.
+    global _pools_lock
+    _pools.clear()
+    _pools_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools_in_child)
+
+
 def _start_worker() -> None:
     _local.worker = True
     # This thread's OpenMP and MKL teams only. torch also keeps the value as the default of threads created

@@ -1,5 +1,6 @@
 """runtime.parallel_map: single-threaded workers for inference tiles, and what it must leave as it was."""
 
+import os
 import threading
 
 import pytest
@@ -73,6 +74,18 @@ def test_a_forked_child_builds_its_own_pool(two_threads, monkeypatch):
     assert runtime.parallel_map(lambda i: i + 1, [0, 1], 2) == [1, 2]
     assert (-1, 2) in runtime._pools and (-1, 2) not in pools
     runtime._pools.pop((-1, 2)).shutdown()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_starts_without_the_parents_pool_or_lock(two_threads):
+    runtime.parallel_map(lambda i: i, [0, 1], 2)
+    assert runtime._pools
+    with runtime._pools_lock:  # held by this thread at the fork, as a parent thread might hold it
+        pid = os.fork()
+        if pid == 0:  # the child: no torch ops here (torch's OpenMP would need torch.set_num_threads(1))
+            os._exit(0 if not runtime._pools and runtime._pools_lock.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
 
 
 @pytest.mark.parametrize("arch", ["v2", "v1"])

@@ -22,7 +22,7 @@ def test_pretrain_loader_runs_the_loop_from_files_and_reports_both_settings():
     ).stdout
     rows = re.findall(r"\| lambda = (0\.5|0) \| ([\d.]+) \| (\d+) ms \| (\d+) MiB \|", out)
     assert [r[0] for r in rows] == ["0", "0.5"]
-    for _, clips_per_s, step_ms, _ in rows:  # clips/s is the batch over the step time it prints
-        assert float(clips_per_s) == pytest.approx(4 / (int(step_ms) / 1000), rel=0.01)
+    for _, clips_per_s, step_ms, _ in rows:  # clips/s is the batch over the step time it prints (both rounded)
+        assert float(clips_per_s) == pytest.approx(4 / (int(step_ms) / 1000), abs=0.05 + 0.01 * float(clips_per_s))
     assert "B=4" in out and "8 noise wav files" in out
     assert re.search(r"HEAR embeddings on cpu: scene [\d.]+ audio-s/s, timestamps [\d.]+", out)

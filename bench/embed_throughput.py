@@ -217,7 +217,8 @@ def compare_stages(args: argparse.Namespace) -> None:
             (f"conv block {k + 1} ({w.shape[1]} -> {w.shape[0]}, pooled)", lambda m=m, k=k: fast._block(m, k), flops)
         )
         m = fast._block(m, k)
-    h = fast.flatten(m).reshape(-1, fast.flatten(m).shape[-1])
+    h = fast.flatten(m)
+    h = h.reshape(-1, h.shape[-1])
     for i, (w, b) in enumerate(fast.fc):
         flops = 2.0 * h.shape[0] * w.shape[0] * w.shape[1]
         stages.append(

@@ -315,7 +315,8 @@ def dense_frames(
     passes = 1 if shared else grid.shifts
     workers, tiles = _schedule(grid, wave, passes, chunk_frames, tile_frames, fn is None or isinstance(fn, FastFrames))
     fn = fn or encoder_frames(model)
-    fast, tm = inference_encoder(model.encoder), _time_major(fn)
+    fast = inference_encoder(model.encoder) if shared else None  # a caller's fn needs no frozen copy
+    tm = _time_major(fn)
     n_shifted = (n_mel - grid.step) // grid.reduction  # frames of the shifted grid
     outs = _Outputs(wave.shape[0], total, grid.shifts)
 

@@ -8,12 +8,14 @@ while that setting's rounds run (on top of what the process already held).
 
     python bench/pretrain_throughput.py                    # the v2 default: AudioNTT2022 d=3072, batch 64 per step
     python bench/pretrain_throughput.py --arch audiontt2020 --d 512 --batch-size 64 --rounds 5
-    python bench/pretrain_throughput.py --micro            # only Adam's step (loop / foreach / fused) and the fc dropout
+    python bench/pretrain_throughput.py --micro            # only Adam's step (loop / foreach / fused), the fc dropout
+                                                           # and the first block's conv + pool (slices / compiled)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -22,7 +24,9 @@ import time
 
 import torch
 
+from hear_diffbyola import fused
 from hear_diffbyola.config import PretrainConfig, apply_overrides
+from hear_diffbyola.learner import _PooledFirstConv
 from hear_diffbyola.runtime import tune_cpu_allocator
 from hear_diffbyola.train import build_step_parts, hardware_description, pick_device, training_step
 
@@ -171,6 +175,36 @@ def micro_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
     print(f"dropout p={drop.p} forward + backward, {tuple(x.shape)}:")
     for k, t in med.items():
         print(f"  {k:8s} {1e3 * t:7.1f} ms")
+    first_block_rows(args, device)
+
+
+def first_block_rows(args: argparse.Namespace, device: torch.device) -> None:
+    """The first block's conv + pool (``learner._PooledFirstConv``) on one view of the batch: forward alone
+    (the target's pass) and forward + backward (an online pass), on the slice path and compiled."""
+    if device.type != "cpu":
+        return
+    padded = torch.nn.functional.pad(torch.randn(args.batch_size, 64, 96), (1, 1, 1, 1))
+    taps = torch.randn(9, 64, requires_grad=True)
+    g = torch.randn(args.batch_size, 32, 48, 64)
+
+    def run(compiled: bool, backward: bool) -> None:
+        fused.ENABLED = compiled
+        if backward:
+            (_PooledFirstConv.apply(padded, taps) * g).sum().backward()
+        else:
+            with torch.no_grad():
+                _PooledFirstConv.apply(padded, taps)
+
+    fns = {
+        f"{kind} {path}": functools.partial(run, path == "compiled", kind == "forward + backward")
+        for kind in ("forward", "forward + backward")
+        for path in ("slices", "compiled")
+    }
+    med = _alternating(fns, args.rounds * args.steps, device)
+    fused.ENABLED = True
+    print(f"first block conv + pool, {args.batch_size} x 64 x 96 (compile once first; {fused._failed or 'ok'}):")
+    for k, t in med.items():
+        print(f"  {k:28s} {1e3 * t:7.1f} ms")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fused
 from .dictconfig import DictConfig
 from .encoder import (
     AudioNTT,
@@ -124,12 +125,25 @@ class _PooledFirstConv(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+        if fused.usable(padded):  # compiled on CPU (hear_diffbyola/fused.py); None if compiling failed
+            if not ctx.needs_input_grad[1]:  # the target's pass
+                out = fused.pooled(padded, taps)
+                if out is not None:
+                    return out
+            else:
+                res = fused.pooled_and_choice(padded, taps)
+                if res is not None:
+                    ctx.save_for_backward(padded, taps, res[1])
+                    return res[0]
         ctx.save_for_backward(padded, taps)
         return conv3x3_one_channel_pooled(padded, taps)  # (B, H / 2, W / 2, C)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cuda")
     def backward(ctx, grad: torch.Tensor) -> tuple[None, torch.Tensor]:
+        if len(ctx.saved_tensors) == 3:  # the compiled forward kept each window's choice
+            padded, _, choice = ctx.saved_tensors
+            return None, fused.taps_grad(padded, choice, grad)
         padded, taps = ctx.saved_tensors
         B, C, W2 = padded.shape[0], taps.shape[1], (padded.shape[2] - 2) // 2 * 2
         out = grad.new_zeros(9, C)

@@ -5,7 +5,13 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+
+# The compiled first block (hear_diffbyola/fused.py) compiles once per input shape, 5-25 s each; the suite
+# runs dozens of shapes, so it runs the uncompiled path and tests/test_fused.py switches compiling on.
+# Set before the package is imported, and inherited by the CLI subprocesses.
+os.environ.setdefault("HEAR_DIFFBYOLA_COMPILE", "0")
+
+import torch  # noqa: E402
 
 # Tests run on 2 cores; keep torch from oversubscribing when pytest-xdist is not used.
 torch.set_num_threads(min(2, os.cpu_count() or 1))

@@ -1,0 +1,121 @@
+"""The first block's one-channel 3x3 conv + 2x2 max-pool as compiled CPU kernels, for training.
+
+``conv3x3_one_channel_pooled`` runs the conv as a 9-tap matmul and the pool as maxima over views of each
+slice: every conv output goes to memory once and is read back, which makes the first block a fifth of a
+v1 training step for 3 % of its FLOPs. Here ``torch.compile`` (inductor) turns the same arithmetic into
+one loop that computes the four conv outputs of each pool window in registers and writes only their
+maximum, plus which of the four it was; the backward pass routes the gradient with that choice, so it
+needs neither the map nor a second conv, and the taps' gradient is a batched matmul over 4 x 4 input
+patches. B = 64 views of 96 frames, 2 threads: forward 27.5 -> 11.7 ms, forward + backward 103 -> 41 ms
+(``python bench/pretrain_throughput.py --micro``; docs/performance.md).
+
+Only the training step on CPU uses it, where the input shape is the same at every step: a compile is
+specialised to its shape (5-25 s each on the project's machine, then kept in inductor's on-disk cache),
+so inference, whose tiles change with every clip length, keeps the slice path. If compiling fails (no
+C++ compiler, an unsupported platform) the slice path is used, with one warning.
+``HEAR_DIFFBYOLA_COMPILE=0`` (or ``fused.ENABLED = False``) turns it off.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable
+
+import torch
+
+ENABLED = os.environ.get("HEAR_DIFFBYOLA_COMPILE", "1") != "0"
+_compiled: dict[str, Callable] = {}
+_failed: list[str] = []  # the first compile error, once one happened
+
+
+def usable(padded: torch.Tensor) -> bool:
+    """Whether the compiled kernels serve this input: CPU, switched on, and no compile has failed."""
+    return ENABLED and not _failed and padded.device.type == "cpu"
+
+
+def _window_maps(padded: torch.Tensor, taps: torch.Tensor) -> list[torch.Tensor]:
+    """The conv outputs at the 4 positions (s, u) of each 2x2 pool window, in max_pool2d's scan order:
+    4 x (B, H // 2, W // 2, C) from padded (B, H + 2, W + 2) and taps (9, C)."""
+    H2, W2 = (padded.shape[1] - 2) // 2 * 2, (padded.shape[2] - 2) // 2 * 2
+    maps = []
+    for s in range(2):
+        for u in range(2):
+            acc = None
+            for i in range(3):
+                for j in range(3):
+                    tap = padded[:, s + i : s + i + H2 : 2, u + j : u + j + W2 : 2, None] * taps[3 * i + j]
+                    acc = tap if acc is None else acc + tap
+            maps.append(acc)
+    return maps
+
+
+def _pooled(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    y = _window_maps(padded, taps)
+    return torch.maximum(torch.maximum(y[0], y[1]), torch.maximum(y[2], y[3]))
+
+
+def _pooled_and_choice(padded: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pooled, choice): choice (float 0-3) is the window position of the first maximum, since max_pool2d
+    replaces its running maximum only by a strictly greater value (ties go to the earlier position)."""
+    y = _window_maps(padded, taps)
+    best, choice = y[0], torch.zeros_like(y[0])
+    for k in range(1, 4):
+        choice = torch.where(y[k] > best, float(k), choice)
+        best = torch.maximum(best, y[k])
+    return best, choice
+
+
+def _routed(choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """The pooled gradient placed at each window's maximum: (B, P, Q, C) -> (B, P, Q, 4, C)."""
+    zero = torch.zeros_like(grad)
+    return torch.stack([torch.where(choice == float(k), grad, zero) for k in range(4)], dim=3)
+
+
+def _call(name: str, fn: Callable, *args: torch.Tensor):
+    """``fn`` compiled once (per shape, by dynamo's guards), or None when compiling failed."""
+    if name not in _compiled:
+        _compiled[name] = torch.compile(fn, dynamic=False)
+    try:
+        return _compiled[name](*args)
+    except Exception as exc:  # inductor raises many kinds (compiler missing, codegen, subprocess)
+        _failed.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+        warnings.warn(
+            f"torch.compile of the first conv block failed ({_failed[0]}); training continues on the "
+            "uncompiled path (slower, same results up to float rounding). Set HEAR_DIFFBYOLA_COMPILE=0 "
+            "to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+
+
+def pooled(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor | None:
+    """``conv3x3_one_channel_pooled(padded, taps)`` compiled; None if compiling failed."""
+    return _call("pooled", _pooled, padded, taps)
+
+
+def pooled_and_choice(padded: torch.Tensor, taps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(pooled (B, H // 2, W // 2, C), choice of the same shape) compiled; None if compiling failed."""
+    return _call("choice", _pooled_and_choice, padded, taps)
+
+
+def taps_grad(padded: torch.Tensor, choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """Gradient (9, C) of the taps from the pooled gradient and the forward pass's window choices.
+
+    Window position (s, u) of pooled cell (p, q) reads padded[2p + s + i, 2q + u + j] for tap (i, j): the
+    4 x 4 input patch at (2p, 2q). One matmul of the patches (16 per cell) with the routed gradient (4 C
+    per cell) gives the gradient of a (16, 4 C) weight; tap (i, j) of position (s, u) is its entry
+    (s + i, u + j), so the 9 taps' gradient is the sum of those 4 entries each."""
+    B, C = padded.shape[0], choice.shape[-1]
+    H2, W2 = choice.shape[1] * 2, choice.shape[2] * 2
+    grad = grad.contiguous()  # one compile: its layout is part of what the kernel is specialised to
+    routed = _call("routed", _routed, choice, grad)
+    if routed is None:
+        routed = _routed(choice, grad)
+    patches = torch.stack([padded[:, a : a + H2 : 2, b : b + W2 : 2] for a in range(4) for b in range(4)], dim=-1).view(
+        B, -1, 16
+    )  # (B, P Q, 16)
+    # one matmul per clip, summed: a single (16, B P Q) x (B P Q, 4 C) matmul ran ~1.6x slower here
+    w = torch.bmm(patches.transpose(1, 2), routed.view(B, -1, 4 * C)).sum(0).view(4, 4, 2, 2, C)
+    return sum(w[s : s + 3, u : u + 3, s, u] for s in range(2) for u in range(2)).reshape(9, C)

@@ -1,0 +1,120 @@
+"""The compiled first block (hear_diffbyola/fused.py) against the modules and the uncompiled path.
+
+conftest.py turns compiling off for the rest of the suite; each test here turns it on, so each compiles
+its own shapes (a few seconds each with inductor's cache warm)."""
+
+import copy
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_objectives import small_learner, views
+
+from hear_diffbyola import fused
+from hear_diffbyola.encoder import conv3x3_one_channel_pooled
+from hear_diffbyola.learner import _PooledFirstConv, first_block
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setattr(fused, "ENABLED", True)
+    monkeypatch.setattr(fused, "_failed", [])
+    monkeypatch.setattr(fused, "_compiled", {})
+
+
+def block_modules(seed=3):
+    torch.manual_seed(seed)
+    conv, bn, pool = torch.nn.Conv2d(1, 64, 3, padding=1), torch.nn.BatchNorm2d(64), torch.nn.MaxPool2d(2)
+    return conv.double(), bn.double(), pool
+
+
+def test_compiled_pooled_conv_equals_the_slice_path_and_records_the_window_maximum(compiled):
+    padded = F.pad(torch.randn(3, 64, 21, generator=torch.Generator().manual_seed(0)), (1, 1, 1, 1))
+    taps = torch.randn(9, 64, generator=torch.Generator().manual_seed(1))
+    ref = conv3x3_one_channel_pooled(padded, taps)  # (3, 32, 10, 64): the odd last column dropped
+    torch.testing.assert_close(fused.pooled(padded, taps), ref, rtol=1e-5, atol=1e-5)
+    out, choice = fused.pooled_and_choice(padded, taps)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    # the choice is max_pool2d's index within its window, computed here from the whole conv map
+    y = F.conv2d(padded[:, None], taps.t().reshape(64, 1, 3, 3))  # (3, 64, 64, 21)
+    _, idx = F.max_pool2d(y, 2, return_indices=True)  # flat index h * 21 + w into the map
+    h, w = idx // 21, idx % 21
+    expect = ((h % 2) * 2 + w % 2).permute(0, 2, 3, 1).float()
+    assert (choice == expect).float().mean() > 0.9999  # a near-tie may round the other way in float32
+
+
+def test_compiled_first_block_matches_the_modules_on_ties_values_gradients_statistics(compiled):
+    # piecewise-constant input: every pool window inside a constant patch has 4 equal conv outputs, where
+    # max_pool2d passes the gradient to the first; float64, so only real ties are ties
+    conv, bn, pool = block_modules()
+    ref_conv, ref_bn = copy.deepcopy(conv), copy.deepcopy(bn)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 1, 16, 24, generator=g, dtype=torch.float64).repeat_interleave(4, 2).repeat_interleave(4, 3)
+    grad = torch.randn(2, 64, 32, 48, generator=g, dtype=torch.float64)
+    y = first_block(conv, bn, pool, x)
+    y_ref = torch.relu(pool(ref_bn(ref_conv(x))))
+    torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
+    (y * grad).sum().backward()
+    (y_ref * grad).sum().backward()
+    for a, b in ((conv.weight, ref_conv.weight), (bn.weight, ref_bn.weight), (bn.bias, ref_bn.bias)):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(bn.running_var, ref_bn.running_var, rtol=1e-12, atol=1e-12)
+    assert "choice" in fused._compiled and "routed" in fused._compiled  # it did run compiled
+
+
+def test_taps_gradient_of_the_compiled_path_equals_the_slice_path(compiled, monkeypatch):
+    padded = F.pad(torch.randn(4, 64, 30, generator=torch.Generator().manual_seed(5)), (1, 1, 1, 1))
+    taps = torch.randn(9, 64, generator=torch.Generator().manual_seed(6))
+    grad = torch.randn(4, 32, 15, 64, generator=torch.Generator().manual_seed(7))
+    grads = {}
+    for on in (True, False):
+        monkeypatch.setattr(fused, "ENABLED", on)
+        t = taps.clone().requires_grad_()
+        (_PooledFirstConv.apply(padded, t) * grad).sum().backward()
+        grads[on] = t.grad
+    torch.testing.assert_close(grads[True], grads[False], rtol=1e-4, atol=1e-3)
+
+
+def test_a_failed_compile_warns_once_and_training_goes_on_uncompiled(compiled, monkeypatch):
+    def broken(fn, **kw):
+        def call(*a):
+            raise RuntimeError("no C++ compiler found\nsecond line")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    learner, v = small_learner(0.0), views()
+    eager = copy.deepcopy(learner)
+    torch.manual_seed(0)  # the same dropout draws for both
+    with pytest.warns(RuntimeWarning, match="no C.. compiler found.*uncompiled path"):
+        loss = learner(*v)["loss"]
+    assert fused._failed and not fused.usable(v[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once only
+        learner(*v)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    torch.manual_seed(0)
+    torch.testing.assert_close(loss, eager(*v)["loss"], rtol=0, atol=0)
+
+
+def test_compiled_training_steps_repeat_bit_for_bit_and_follow_the_uncompiled_ones(compiled, monkeypatch):
+    # resume relies on a step being a function of its state: two runs from one state give the same bits.
+    # SGD, not Adam: Adam turns the rounding noise of a ~0 gradient (the conv bias's) into steps of lr.
+    def steps(on):
+        monkeypatch.setattr(fused, "ENABLED", on)
+        learner = small_learner(0.5, seed=2)
+        opt = torch.optim.SGD(learner.parameters(), lr=0.05)
+        torch.manual_seed(11)
+        for s in range(2):
+            v1, v2 = views(seed=20 + s)
+            loss = learner(v1, v2, torch.full((4,), 0.5))["loss"]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            learner.update_target()
+        return torch.cat([p.detach().flatten() for p in learner.state_dict().values() if p.is_floating_point()])
+
+    a, b, eager = steps(True), steps(True), steps(False)
+    assert torch.equal(a, b)
+    torch.testing.assert_close(a, eager, rtol=1e-4, atol=1e-5)

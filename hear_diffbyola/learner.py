@@ -213,6 +213,10 @@ def _update_running_stats(bn: nn.BatchNorm2d, mean: torch.Tensor, var: torch.Ten
     bn.running_var.mul_(1.0 - factor).add_(unbiased, alpha=factor)
 
 
+def _cl(x: torch.Tensor) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 class MLP(nn.Module):
     """BYOL's projector/predictor head: Linear -> BN -> ReLU -> Linear."""
 
@@ -224,6 +228,15 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def views(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """``[self(x) for x in xs]``, each view normalised by its own BatchNorm statistics (updated in the
+        same order), the Linear layers run once over all views: at B = 64 rows a 3072 x 4096 Linear is bound
+        by reading its 50 MB weight, so two views in one matmul cost little more than one, and the weight
+        gradients come out summed instead of accumulated (v2 step, 2 threads: docs/performance.md)."""
+        first, bn, relu, last = self.net
+        hidden = first(torch.cat(xs)).split([len(x) for x in xs])
+        return list(last(torch.cat([relu(bn(h)) for h in hidden])).split([len(x) for x in xs]))
 
 
 class DiffBYOLA(nn.Module):
@@ -255,14 +268,13 @@ class DiffBYOLA(nn.Module):
         return [(self.encoder, self.target_encoder), (self.projector, self.target_projector)]
 
     @torch.no_grad()
-    def target_outputs(self, x: torch.Tensor) -> torch.Tensor:
-        """z_xi = g_xi(f_xi(x)) for one batch."""
-        return self.target_projector(encode(self.target_encoder, x.contiguous(memory_format=torch.channels_last)))
+    def target_outputs(self, *xs: torch.Tensor) -> list[torch.Tensor]:
+        """z_xi = g_xi(f_xi(x)) for each batch x."""
+        return self.target_projector.views(*(encode(self.target_encoder, _cl(x)) for x in xs))
 
-    def online(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(f(x), g(f(x))) for one batch (B, 1, F, T)."""
-        y = encode(self.encoder, x.contiguous(memory_format=torch.channels_last))
-        return y, self.projector(y)
+    def online(self, x: torch.Tensor) -> torch.Tensor:
+        """f(x) for one batch (B, 1, F, T) -> (B, d)."""
+        return encode(self.encoder, _cl(x))
 
     def forward(self, v1: torch.Tensor, v2: torch.Tensor, gamma: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         # v1, v2: (B, 1, F, T) views of the same B clips; gamma: (B,) mixing weights (needed when lam > 0)
@@ -270,15 +282,16 @@ class DiffBYOLA(nn.Module):
         if lam > 0.0 and gamma is None:
             raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
         # byol-pytorch's order: online view 1, online view 2, then the target on each (dropout draws follow it)
-        y1, g1 = self.online(v1)
-        y2, g2 = self.online(v2)
-        p1, p2 = self.predictor(g1), self.predictor(g2)  # (B, proj_dim) each
-        z1, z2 = self.target_outputs(v1), self.target_outputs(v2)
+        # (each view through each network on its own, BatchNorm per view; only the heads' Linear layers
+        # are batched over the views, MLP.views: row by row the same arithmetic, no random draws in them)
+        y1, y2 = self.online(v1), self.online(v2)
+        p1, p2 = self.predictor.views(*self.projector.views(y1, y2))  # (B, proj_dim) each
+        z1, z2 = self.target_outputs(v1, v2)
         l_byol = byol_loss(p1, p2, z1, z2)
         if lam == 0.0:
             return {"loss": l_byol, "l_byol": l_byol.detach()}
         gamma = gamma.to(v1.device)
-        f_w, _ = self.online(mix_in_batch(v1, gamma))  # a pass of its own, like a third view
+        f_w = self.online(mix_in_batch(v1, gamma))  # an encoder pass of its own, like a third view
         y_hat = difference_embedding(f_w, y1, gamma)
         p_hat = self.diff_predictor(self.projector(y_hat))
         l_diff = diff_loss(p_hat, z2)

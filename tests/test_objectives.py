@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hear_diffbyola.encoder import AudioNTT2020, AudioNTT2022
-from hear_diffbyola.learner import DiffBYOLA, LearnerConfig
+from hear_diffbyola.learner import MLP, DiffBYOLA, LearnerConfig
 from hear_diffbyola.objectives import (
     byol_loss,
     byol_regression_loss,
@@ -160,9 +160,39 @@ def test_lambda_positive_runs_the_difference_branch_and_weights_losses():
     v1, v2 = views()
     out = learner(v1, v2, gamma=torch.full((4,), 0.5))
     assert calls == [4, 4, 4]  # v1, v2 and the mix w, each a pass of its own
+    head_calls = []
+    learner.projector.net[1].register_forward_hook(lambda m, i, o: head_calls.append(i[0].shape[0]))
+    learner(v1, v2, gamma=torch.full((4,), 0.5))
+    assert head_calls == [4, 4, 4]  # g on v1, v2 and y_hat: none on f(w), whose projection no loss uses
     assert out["loss"].item() == pytest.approx(0.5 * out["l_byol"].item() + 0.5 * out["l_diff"].item(), rel=1e-6)
     with pytest.raises(ValueError, match="gamma"):
         learner(v1, v2)
+
+
+def test_heads_batch_their_linear_layers_over_views_but_normalise_each_view_alone():
+    # MLP.views: one matmul per Linear over all views; BatchNorm statistics and running buffers per view,
+    # in order, so the values, gradients and buffers are those of one call per view (float64)
+    torch.manual_seed(3)
+    head = MLP(12, 20, 6).double()
+    ref = copy.deepcopy(head)
+    xs = [torch.randn(5, 12, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    xs_ref = [x.detach().clone().requires_grad_() for x in xs]
+    ours, theirs = head.views(*xs), [ref(x) for x in xs_ref]
+    gs = [torch.randn(5, 6, dtype=torch.float64) for _ in range(2)]
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    sum((a * g).sum() for a, g in zip(ours, gs)).backward()
+    sum((b * g).sum() for b, g in zip(theirs, gs)).backward()
+    for (name, p), p_ref in zip(head.named_parameters(), ref.parameters()):
+        torch.testing.assert_close(p.grad, p_ref.grad, rtol=1e-12, atol=1e-12, msg=name)
+    for x, x_ref in zip(xs, xs_ref):
+        torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-12, atol=1e-12)
+    for b, b_ref in zip(head.buffers(), ref.buffers()):
+        torch.testing.assert_close(b, b_ref, rtol=1e-12, atol=1e-12)
+    assert head.net[1].num_batches_tracked.item() == 2  # one update per view
+    # a batch of one view's statistics differs from normalising the two together: the split is real
+    joint = ref.net[3](torch.relu(ref.net[1](ref.net[0](torch.cat(xs_ref)))))
+    assert not torch.allclose(joint[:5], ours[0])
 
 
 def test_difference_branch_follows_the_paper_equations():

@@ -281,20 +281,22 @@ class DiffBYOLA(nn.Module):
         lam = self.config.lam
         if lam > 0.0 and gamma is None:
             raise ValueError("lambda > 0: forward needs gamma, the per-clip mixing weights")
-        # byol-pytorch's order: online view 1, online view 2, then the target on each (dropout draws follow it)
-        # (each view through each network on its own, BatchNorm per view; only the heads' Linear layers
-        # are batched over the views, MLP.views: row by row the same arithmetic, no random draws in them)
+        # Dropout draws in byol-pytorch's order: online encoder on view 1, on view 2, the target on each; at
+        # lambda > 0 the mix w last. Each view passes each network on its own (BatchNorm per view); only the
+        # heads' Linear layers are batched over the views (MLP.views), and the heads draw nothing.
         y1, y2 = self.online(v1), self.online(v2)
-        p1, p2 = self.predictor.views(*self.projector.views(y1, y2))  # (B, proj_dim) each
         z1, z2 = self.target_outputs(v1, v2)
-        l_byol = byol_loss(p1, p2, z1, z2)
         if lam == 0.0:
+            p1, p2 = self.predictor.views(*self.projector.views(y1, y2))  # (B, proj_dim) each
+            l_byol = byol_loss(p1, p2, z1, z2)
             return {"loss": l_byol, "l_byol": l_byol.detach()}
         gamma = gamma.to(v1.device)
         f_w = self.online(mix_in_batch(v1, gamma))  # an encoder pass of its own, like a third view
         y_hat = difference_embedding(f_w, y1, gamma)
-        p_hat = self.diff_predictor(self.projector(y_hat))
-        l_diff = diff_loss(p_hat, z2)
+        g1, g2, g_hat = self.projector.views(y1, y2, y_hat)
+        p1, p2 = self.predictor.views(g1, g2)
+        l_byol = byol_loss(p1, p2, z1, z2)
+        l_diff = diff_loss(self.diff_predictor(g_hat), z2)
         return {"loss": total_loss(l_byol, l_diff, lam), "l_byol": l_byol.detach(), "l_diff": l_diff.detach()}
 
     @torch.no_grad()

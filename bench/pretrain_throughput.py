@@ -69,7 +69,12 @@ def main() -> None:
     ap.add_argument("--no-allocator-tuning", action="store_true", help="leave glibc malloc at its defaults (CPU)")
     ap.add_argument("--json", help="also write the results here")
     ap.add_argument(
-        "--micro", action="store_true", help="only time Adam's step (loop / foreach / fused) and the fc's dropout"
+        "--micro",
+        action="store_true",
+        help="only time pieces: Adam (loop / foreach / fused), the fc's dropout, the projector, the first block",
+    )
+    ap.add_argument(
+        "--profile", action="store_true", help="after warm-up, torch.profiler over one step per lambda: the top ops"
     )
     args = ap.parse_args()
 
@@ -95,9 +100,11 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    for p in parts.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, Mixup memory
+    for p in parts.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, Mixup memory, compiling
         for _ in range(2):
             training_step(p, wave)
+    if args.profile:
+        return profile_rows(parts, wave, device)
     sync()
     times = {lam: [] for lam in parts}
     peaks = {lam: 0 for lam in parts}
@@ -175,7 +182,42 @@ def micro_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
     print(f"dropout p={drop.p} forward + backward, {tuple(x.shape)}:")
     for k, t in med.items():
         print(f"  {k:8s} {1e3 * t:7.1f} ms")
+    projector_rows(args, parts, device)
     first_block_rows(args, device)
+
+
+def profile_rows(parts: dict, wave: torch.Tensor, device: torch.device, top: int = 14) -> None:
+    """One step per lambda under torch.profiler: self time of the costliest ops, grouped by input shapes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    for lam, p in parts.items():
+        t0 = time.perf_counter()
+        training_step(p, wave)
+        plain = time.perf_counter() - t0
+        with profile(activities=acts, record_shapes=True) as prof:
+            training_step(p, wave)
+        print(f"\n## lambda={lam}: step {plain:.2f} s unprofiled, {torch.get_num_threads()} threads")
+        key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(prof.key_averages(group_by_input_shape=True).table(sort_by=key, row_limit=top, max_name_column_width=40))
+
+
+def projector_rows(args: argparse.Namespace, parts, device: torch.device) -> None:
+    """The projector g forward + backward on the two views' f(v): one call per view vs ``MLP.views``."""
+    head = parts.learner.projector
+    ys = [torch.randn(args.batch_size, head.net[0].in_features, device=device, requires_grad=True) for _ in range(2)]
+
+    def backward(outs: list) -> None:
+        sum(o.sum() for o in outs).backward()
+
+    fns = {"one call per view": lambda: backward([head(y) for y in ys]), "MLP.views": lambda: backward(head.views(*ys))}
+    med = _alternating(fns, args.rounds * args.steps, device)
+    print(
+        f"projector {head.net[0].in_features} -> {head.net[0].out_features} -> {head.net[3].out_features}, "
+        f"2 views of {args.batch_size}, forward + backward:"
+    )
+    for k, t in med.items():
+        print(f"  {k:20s} {1e3 * t:7.1f} ms")
 
 
 def first_block_rows(args: argparse.Namespace, device: torch.device) -> None:

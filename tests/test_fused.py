@@ -118,3 +118,25 @@ def test_compiled_training_steps_repeat_bit_for_bit_and_follow_the_uncompiled_on
     a, b, eager = steps(True), steps(True), steps(False)
     assert torch.equal(a, b)
     torch.testing.assert_close(a, eager, rtol=1e-4, atol=1e-5)
+
+
+def test_a_backward_whose_routing_fails_to_compile_still_gives_the_gradient(compiled):
+    # the forward compiled (its choices saved), then the routing kernel fails: the eager routing is used
+    padded = F.pad(torch.randn(2, 64, 12, generator=torch.Generator().manual_seed(8)), (1, 1, 1, 1))
+    taps = torch.randn(9, 64, generator=torch.Generator().manual_seed(9))
+    grad = torch.randn(2, 32, 6, 64, generator=torch.Generator().manual_seed(10))
+    _, choice = fused.pooled_and_choice(padded, taps)
+
+    def broken(*a):
+        raise RuntimeError("codegen failed")
+
+    fused._compiled["routed"] = broken
+    with pytest.warns(RuntimeWarning, match="codegen failed"):
+        got = fused.taps_grad(padded, choice, grad)
+    fused._failed.clear()
+    fused._compiled.clear()
+    t = taps.clone().requires_grad_()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(fused, "ENABLED", False)
+        (_PooledFirstConv.apply(padded, t) * grad).sum().backward()
+    torch.testing.assert_close(got, t.grad, rtol=1e-4, atol=1e-3)

@@ -29,9 +29,9 @@ _compiled: dict[str, Callable] = {}
 _failed: list[str] = []  # the first compile error, once one happened
 
 
-def usable(padded: torch.Tensor) -> bool:
-    """Whether the compiled kernels serve this input: CPU, switched on, and no compile has failed."""
-    return ENABLED and not _failed and padded.device.type == "cpu"
+def usable(device: torch.device) -> bool:
+    """Whether the compiled kernels serve inputs on ``device``: CPU, switched on, and no compile has failed."""
+    return ENABLED and not _failed and device.type == "cpu"
 
 
 def _window_maps(padded: torch.Tensor, taps: torch.Tensor) -> list[torch.Tensor]:

@@ -125,7 +125,7 @@ class _PooledFirstConv(torch.autograd.Function):
     @staticmethod
     @torch.amp.custom_fwd(device_type="cuda", cast_inputs=torch.float32)
     def forward(ctx, padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-        if fused.usable(padded):  # compiled on CPU (hear_diffbyola/fused.py); None if compiling failed
+        if fused.usable(padded.device):  # compiled on CPU (hear_diffbyola/fused.py); None if compiling failed
             if not ctx.needs_input_grad[1]:  # the target's pass
                 out = fused.pooled(padded, taps)
                 if out is not None:

@@ -32,6 +32,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from . import fused
 from .augment import ViewAugmenter
 from .config import ConfigError, PretrainConfig, with_train
 from .corpus import NORM_STREAM, ClipSource, CorpusError, CropDataset, StepBatchSampler, open_corpus
@@ -354,6 +355,10 @@ def _train(run: Run, progress: bool) -> dict[str, Any]:
     write_run_files(run, source)
     norm = norm_stats(run, source)
     parts = build_step_parts(run.config, norm, device, rank)
+    if run.is_main and fused.usable(device):
+        print(
+            "[hear-diffbyola] CPU: the first step compiles the first conv block (5-25 s per batch shape, then cached)"
+        )
     start, wall_before = restore_state(run, parts)
     if run.distributed:
         parts.model = torch.nn.parallel.DistributedDataParallel(

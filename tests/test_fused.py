@@ -89,7 +89,7 @@ def test_a_failed_compile_warns_once_and_training_goes_on_uncompiled(compiled, m
     torch.manual_seed(0)  # the same dropout draws for both
     with pytest.warns(RuntimeWarning, match="no C.. compiler found.*uncompiled path"):
         loss = learner(*v)["loss"]
-    assert fused._failed and not fused.usable(v[0])
+    assert fused._failed and not fused.usable(v[0].device)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once only
         learner(*v)
@@ -140,3 +140,13 @@ def test_a_backward_whose_routing_fails_to_compile_still_gives_the_gradient(comp
         mp.setattr(fused, "ENABLED", False)
         (_PooledFirstConv.apply(padded, t) * grad).sum().backward()
     torch.testing.assert_close(got, t.grad, rtol=1e-4, atol=1e-3)
+
+
+def test_a_cpu_pretraining_says_it_compiles_and_uses_the_compiled_block(compiled, tmp_path, capsys):
+    from test_train import tiny_config
+
+    from hear_diffbyola.train import pretrain
+
+    pretrain(tiny_config("train.steps=1", "train.device=cpu"), tmp_path / "r", progress=False)
+    assert "the first step compiles the first conv block" in capsys.readouterr().out
+    assert {"choice", "pooled", "routed"} <= set(fused._compiled) and not fused._failed

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pretrain_throughput import sync  # bench/ is on sys.path when this file runs as a script
 from torch import nn
 
 from hear_diffbyola.augment import AugmentConfig, ViewAugmenter, standardize_batch
@@ -96,11 +97,6 @@ def ours_round(augmenter: ViewAugmenter, x: torch.Tensor, batches: int, device: 
         augmenter(x, gen)
     sync(device)
     return (time.perf_counter() - t0) / batches
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from pretrain_throughput import RssPeak  # bench/ is on sys.path when this file runs as a script
+from pretrain_throughput import RssPeak, sync  # bench/ is on sys.path when this file runs as a script
 
 from hear_diffbyola import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_diffbyola.audio import write_audio
@@ -45,11 +45,6 @@ def write_noise_corpus(folder: Path, n: int, seconds: float) -> None:
     rng = np.random.default_rng(0)
     for i in range(n):
         write_audio(folder / f"noise{i:05d}.wav", (rng.standard_normal(int(SR * seconds)) * 0.1).astype(np.float32), SR)
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:

@@ -31,6 +31,12 @@ from hear_diffbyola.runtime import tune_cpu_allocator
 from hear_diffbyola.train import build_step_parts, hardware_description, pick_device, training_step
 
 
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a no-op on CPU), so a timer stops when the work is done."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class RssPeak:
     """Peak resident set size (bytes) of this process while the block runs, sampled from /proc."""
 
@@ -96,16 +102,12 @@ def main() -> None:
     n_samples = cfg[0.0].frontend.samples_for_frames(96)
     wave = torch.randn(args.batch_size, n_samples, generator=torch.Generator().manual_seed(0)) * 0.1
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for p in parts.values():  # warm-up: allocator, oneDNN/cuDNN kernel choice, Mixup memory, compiling
         for _ in range(2):
             training_step(p, wave)
     if args.profile:
         return profile_rows(parts, wave, device)
-    sync()
+    sync(device)
     times = {lam: [] for lam in parts}
     peaks = {lam: 0 for lam in parts}
     for _ in range(args.rounds):
@@ -116,7 +118,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 for _ in range(args.steps):
                     training_step(p, wave)
-                sync()
+                sync(device)
                 times[lam].append((time.perf_counter() - t0) / args.steps)
             peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else rss.peak
             peaks[lam] = max(peaks[lam], peak)
@@ -149,8 +151,7 @@ def _alternating(fns: dict, n: int, device: torch.device) -> dict[str, float]:
         for k, f in fns.items():
             t0 = time.perf_counter()
             f()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            sync(device)
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -242,8 +243,11 @@ def first_block_rows(args: argparse.Namespace, device: torch.device) -> None:
         for kind in ("forward", "forward + backward")
         for path in ("slices", "compiled")
     }
-    med = _alternating(fns, args.rounds * args.steps, device)
-    fused.ENABLED = True
+    saved = fused.ENABLED
+    try:
+        med = _alternating(fns, args.rounds * args.steps, device)
+    finally:
+        fused.ENABLED = saved
     print(f"first block conv + pool, {args.batch_size} x 64 x 96 (compile once first; {fused._failed or 'ok'}):")
     for k, t in med.items():
         print(f"  {k:28s} {1e3 * t:7.1f} ms")

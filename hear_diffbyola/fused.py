@@ -4,9 +4,9 @@
 slice: every conv output goes to memory once and is read back, which made the first block about 15 % of
 a v1 training step (``bench/pretrain_throughput.py --profile``) for under 5 % of its FLOPs. Here
 ``torch.compile`` (inductor) turns the same arithmetic into one loop that computes the four conv outputs
-of each pool window in registers and writes only their maximum, plus which of the four it was; the backward pass routes the gradient with that choice, so it
-needs neither the map nor a second conv, and the taps' gradient is a batched matmul over 4 x 4 input
-patches. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms, forward + backward 86.2 -> 43.7 ms
+of each pool window in registers and writes only their maximum, plus which of the four it was; the
+backward pass routes the gradient with that choice, so it needs neither the map nor a second conv, and
+the taps' gradient is a batched matmul over 4 x 4 input patches. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms, forward + backward 86.2 -> 43.7 ms
 (``python bench/pretrain_throughput.py --micro``; docs/performance.md).
 
 Only the training step on CPU uses it, where the input shape is the same at every step: a compile is

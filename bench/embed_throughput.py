@@ -8,6 +8,7 @@
     python bench/embed_throughput.py --vs-modules --arch v1 --d 512      # fast path vs the unoptimised module path
     python bench/embed_throughput.py --workers --arch v2                 # tiles on single-threaded workers vs one at a time
     python bench/embed_throughput.py --stages --arch v2                  # ms and GFLOP/s of each stage of one tile
+    python bench/embed_throughput.py --compiled --arch v2                # the workers' first block compiled vs in slices
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two grids shifted by 40 ms, from one shared pass: hear_diffbyola/inference.py) with the same front end embed the same batch
@@ -147,33 +148,51 @@ def compare_modules(args: argparse.Namespace) -> None:
 
 def compare_workers(args: argparse.Namespace) -> None:
     """The fast path's tiles one at a time (each op on every thread) against tiles on single-threaded
-    workers (runtime.parallel_map) at two tile sizes, scene and timestamps, on the short batch and on one
-    clip of --long-minutes, alternating rounds in this one process (embed.WORKERS / TILE_FRAMES_WORKER)."""
+    workers (runtime.parallel_map) at two tile sizes (embed.WORKERS / TILE_FRAMES_WORKER)."""
     from hear_diffbyola import embed
 
+    settings = {"one tile at a time": {"WORKERS": 1}}
+    settings.update({f"workers, tiles of {t}": {"WORKERS": None, "TILE_FRAMES_WORKER": t} for t in (1024, 2048)})
+    compare_settings(args, embed, settings, "tiles on workers vs one at a time")
+
+
+def compare_compiled(args: argparse.Namespace) -> None:
+    """Tiles on workers with the first block's slice path against its compiled kernel (fused.pooled_relu)."""
+    from hear_diffbyola import fused
+
+    if not fused.usable(torch.device("cpu")):
+        raise SystemExit("compiling is off (HEAR_DIFFBYOLA_COMPILE=0): nothing to compare")
+    settings = {"first block in slices": {"ENABLED": False}, "first block compiled": {"ENABLED": True}}
+    compare_settings(args, fused, settings, "the workers' first block compiled vs in slices")
+
+
+def compare_settings(args: argparse.Namespace, module, settings: dict[str, dict], title: str) -> None:
+    """Scene and timestamps under each setting (attributes of ``module``; the first is the baseline) on the
+    short batch and on one clip of --long-minutes, alternating rounds in this one process."""
     model, source = make_model(args.weights, args.d, args.arch)
-    settings = {"one tile at a time": (1, embed.TILE_FRAMES_WORKER)}
-    settings.update({f"workers, tiles of {t}": (None, t) for t in (1024, 2048)})
     inputs = {
         f"{args.batch} x 10 s": audio(args.batch, 10.0),
         f"1 x {args.long_minutes:g} min": audio(1, args.long_minutes * 60),
     }
-    saved = embed.WORKERS, embed.TILE_FRAMES_WORKER
+    saved = {k: getattr(module, k) for attrs in settings.values() for k in attrs}
     times: dict[tuple[str, str, str], list[float]] = {}
     try:
-        for r in range(args.rounds + 1):  # round 0 warms up
+        for r in range(args.rounds + 1):  # round 0 warms up (and compiles)
             for label, wave in inputs.items():
                 for what, fn in (("scene", get_scene_embeddings), ("timestamps", get_timestamp_embeddings)):
-                    for name, (workers, tile) in settings.items():
-                        embed.WORKERS, embed.TILE_FRAMES_WORKER = workers, tile
+                    for name, attrs in settings.items():
+                        for k, v in {**saved, **attrs}.items():
+                            setattr(module, k, v)
                         t = timed(fn, wave, model, 1)
                         if r:
                             times.setdefault((label, what, name), []).append(t)
     finally:
-        embed.WORKERS, embed.TILE_FRAMES_WORKER = saved
+        for k, v in saved.items():
+            setattr(module, k, v)
+    base_name = next(iter(settings))
     print(
-        f"\n# {source}: tiles on workers vs one at a time, {args.rounds} alternating rounds: median audio-s/s "
-        "(min-max); median [quartiles] of each round's speedup over one tile at a time"
+        f"\n# {source}: {title}, {args.rounds} alternating rounds: median audio-s/s "
+        f"(min-max); median [quartiles] of each round's speedup over {base_name}"
     )
     print("| input | embedding | " + " | ".join(settings) + " |")
     print("|---|---|" + "---|" * len(settings))
@@ -181,10 +200,10 @@ def compare_workers(args: argparse.Namespace) -> None:
         secs = wave.numel() / SR
         for what in ("scene", "timestamps"):
             cells = []
-            base = times[(label, what, "one tile at a time")]
+            base = times[(label, what, base_name)]
             for name in settings:
                 rates = sorted(secs / x for x in times[(label, what, name)])
-                # each round's ratio to the one-at-a-time run of that round: pairs share the machine's state
+                # each round's ratio to the baseline run of that round: pairs share the machine's state
                 paired = sorted(b / x for b, x in zip(base, times[(label, what, name)]))
                 q1, q3 = paired[len(paired) // 4], paired[(3 * len(paired)) // 4]
                 cells.append(
@@ -199,6 +218,7 @@ def compare_stages(args: argparse.Namespace) -> None:
     of --batch 10-s clips, at 1 thread and at --threads, median of --rounds calls, with GFLOP/s."""
     import torch.nn.functional as F
 
+    from hear_diffbyola import fused
     from hear_diffbyola.inference import inference_encoder, logmel_time_major
 
     model, source = make_model(args.weights, args.d, args.arch)
@@ -226,6 +246,17 @@ def compare_stages(args: argparse.Namespace) -> None:
         )
         h = torch.addmm(b, h, w).relu_()
     stages.append(("whole tile (frames)", lambda: fast.frames(x), 0.0))
+    if fused.usable(x.device):  # at one thread the first block runs compiled (fused.pooled_relu): its slice path too
+
+        def uncompiled(fn):
+            fused.ENABLED = False
+            try:
+                return fn()
+            finally:
+                fused.ENABLED = True
+
+        stages.insert(2, ("conv block 1, slice path", lambda: uncompiled(lambda: fast._block(x, 0)), stages[1][2]))
+        stages.append(("whole tile, first block in slices", lambda: uncompiled(lambda: fast.frames(x)), 0.0))
     saved = torch.get_num_threads()
     results: dict[int, list[float]] = {}
     try:
@@ -316,6 +347,7 @@ def main() -> None:
     p.add_argument("--vs-modules", action="store_true", help="only the fast-path vs module-path comparison")
     p.add_argument("--workers", action="store_true", help="only tiles on workers vs one tile at a time")
     p.add_argument("--stages", action="store_true", help="only the time of each stage of one tile")
+    p.add_argument("--compiled", action="store_true", help="only the workers' compiled first block vs its slices")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -328,7 +360,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
-    if args.vs_modules or args.workers or args.stages:
+    if args.vs_modules or args.workers or args.stages or args.compiled:
         torch.set_num_threads(args.threads)
         print(
             f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -338,6 +370,8 @@ def main() -> None:
             compare_modules(args)
         elif args.workers:
             compare_workers(args)
+        elif args.compiled:
+            compare_compiled(args)
         else:
             compare_stages(args)
         return print(f"# load average at the end {os.getloadavg()[0]:.2f}")

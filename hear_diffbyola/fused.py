@@ -9,16 +9,24 @@ backward pass routes the gradient with that choice, so it needs neither the map 
 the taps' gradient is a batched matmul over 4 x 4 input patches. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms, forward + backward 86.2 -> 43.7 ms
 (``python bench/pretrain_throughput.py --micro``; docs/performance.md).
 
-Only the training step on CPU uses it, where the input shape is the same at every step: a compile is
-specialised to its shape (5-25 s each on the project's machine, then kept in inductor's on-disk cache),
-so inference, whose tiles change with every clip length, keeps the slice path. If compiling fails (no
-C++ compiler, an unsupported platform) the slice path is used, with one warning.
+The training step on CPU uses these with its input shape, the same at every step: each compile is
+specialised to it (5-25 s on the project's machine, then kept in inductor's on-disk cache).
+
+Inference (:func:`pooled_relu`) uses one kernel for every tile: the clips are stacked along time, each with
+its own zero rows, into one 2-D map whose only varying size is its number of rows, marked dynamic, so one
+compile serves every batch and clip length. It is compiled and used only by single-threaded callers (the
+fast path's workers, :func:`hear_diffbyola.runtime.parallel_map`): inductor specialises a CPU kernel to
+the thread count, and at one thread it has no OpenMP region at all. Two workers side by side, 2 clips of
+10 s: 3.5-4.3 ms against 10.7-18.6 ms for the slice path (``python bench/embed_throughput.py --stages``).
+
+If compiling fails (no C++ compiler, an unsupported platform) the slice path is used, with one warning.
 ``HEAR_DIFFBYOLA_COMPILE=0`` (or ``fused.ENABLED = False``) turns it off.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable
 
@@ -27,6 +35,8 @@ import torch
 ENABLED = os.environ.get("HEAR_DIFFBYOLA_COMPILE", "1") != "0"
 _compiled: dict[str, Callable] = {}
 _failed: list[str] = []  # the first compile error, once one happened
+_warm: set[str] = set()  # names whose first call (the compile) is done
+_first_call = threading.Lock()
 
 
 def usable(device: torch.device) -> bool:
@@ -74,20 +84,52 @@ def _routed(choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
 
 def _call(name: str, fn: Callable, *args: torch.Tensor):
     """``fn`` compiled once (per shape, by dynamo's guards), or None when compiling failed."""
-    if name not in _compiled:
-        _compiled[name] = torch.compile(fn, dynamic=False)
     try:
-        return _compiled[name](*args)
+        if name in _warm:
+            return _compiled[name](*args)
+        with _first_call:  # two workers must not both compile the inference kernel on their first tile
+            if name not in _compiled:
+                _compiled[name] = torch.compile(fn, dynamic=False)
+            out = _compiled[name](*args)
+            _warm.add(name)
+            return out
     except Exception as exc:  # inductor raises many kinds (compiler missing, codegen, subprocess)
-        _failed.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
-        warnings.warn(
-            f"torch.compile of the first conv block failed ({_failed[0]}); training continues on the "
-            "uncompiled path (slower, same results up to float rounding). Set HEAR_DIFFBYOLA_COMPILE=0 "
-            "to skip the attempt.",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        if not _failed:
+            _failed.append(f"{type(exc).__name__}: {exc}".splitlines()[0][:300])
+            warnings.warn(
+                f"torch.compile of the first conv block failed ({_failed[0]}); the uncompiled path runs from "
+                "now on (slower, same results up to float rounding). Set HEAR_DIFFBYOLA_COMPILE=0 to skip the "
+                "attempt.",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         return None
+
+
+def _pooled_relu_rows(rows: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """relu(maxpool(conv(rows)) + bias): stacked padded rows (R, W + 2) -> (R // 2 - 1, W // 2, C)."""
+    return torch.relu(_pooled(rows[None], taps)[0] + bias)
+
+
+def pooled_relu(x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor) -> torch.Tensor | None:
+    """``relu(conv3x3_one_channel_pooled(pad(x), taps) + bias)`` for inference: x (B, H, W) -> (B, H // 2, W // 2, C).
+
+    Clip b goes to rows [b S + 1, b S + 1 + H) of one zero map of B S + 2 rows, S = H + 2 rounded up to
+    even: the conv of each clip then reads its own zero padding, each pool window lies within one clip,
+    and clip b's pooled rows start at b S / 2; the rows between clips are computed and dropped. None if
+    compiling failed or the caller runs more than one thread (see the module docstring)."""
+    if torch.get_num_threads() != 1:
+        return None
+    B, H, W = x.shape
+    S = H + 2 + H % 2
+    rows = x.new_zeros(B * S + 2, W + 2)
+    rows[: B * S].view(B, S, W + 2)[:, 1 : H + 1, 1 : W + 1] = x
+    torch._dynamo.mark_dynamic(rows, 0)
+    with torch.no_grad():
+        out = _call("pooled_relu", _pooled_relu_rows, rows, taps, bias)
+    if out is None:
+        return None
+    return out.view(B, S // 2, W // 2, -1)[:, : H // 2].contiguous()  # the next conv reads it compact
 
 
 def pooled(padded: torch.Tensor, taps: torch.Tensor) -> torch.Tensor | None:

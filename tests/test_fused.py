@@ -21,6 +21,7 @@ def compiled(monkeypatch):
     monkeypatch.setattr(fused, "ENABLED", True)
     monkeypatch.setattr(fused, "_failed", [])
     monkeypatch.setattr(fused, "_compiled", {})
+    monkeypatch.setattr(fused, "_warm", set())
 
 
 def block_modules(seed=3):
@@ -150,3 +151,74 @@ def test_a_cpu_pretraining_says_it_compiles_and_uses_the_compiled_block(compiled
     pretrain(tiny_config("train.steps=1", "train.device=cpu"), tmp_path / "r", progress=False)
     assert "the first step compiles the first conv block" in capsys.readouterr().out
     assert {"choice", "pooled", "routed"} <= set(fused._compiled) and not fused._failed
+
+
+@pytest.fixture
+def one_thread():
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)  # the inference kernel serves single-threaded callers (the fast path's workers)
+    yield
+    torch.set_num_threads(saved)
+
+
+def test_inference_kernel_equals_the_slice_path_for_every_batch_and_length_with_one_compile(compiled, one_thread):
+    from torch._dynamo.utils import counters
+
+    taps = torch.randn(9, 64, generator=torch.Generator().manual_seed(12))
+    bias = torch.randn(64, generator=torch.Generator().manual_seed(13))
+    graphs = None
+    for B, H, W in [(2, 40, 64), (1, 41, 64), (3, 9, 64), (5, 128, 64), (1, 8, 64), (2, 7, 64)]:
+        x = torch.randn(B, H, W, generator=torch.Generator().manual_seed(B * H))
+        got = fused.pooled_relu(x, taps, bias)
+        ref = conv3x3_one_channel_pooled(F.pad(x, (1, 1, 1, 1)), taps).add_(bias).relu_()
+        assert got.shape == ref.shape == (B, H // 2, W // 2, 64) and got.is_contiguous()
+        torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+        if graphs is None:  # after the first call's compile, no other shape compiles again
+            graphs = counters["stats"]["unique_graphs"]
+    assert counters["stats"]["unique_graphs"] == graphs
+
+
+def test_inference_kernel_is_left_to_the_slice_path_with_several_threads(compiled):
+    saved = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert fused.pooled_relu(torch.randn(1, 8, 64), torch.randn(9, 64), torch.randn(64)) is None
+    finally:
+        torch.set_num_threads(saved)
+    assert "pooled_relu" not in fused._compiled
+
+
+def test_inference_falls_back_to_the_slice_path_when_its_kernel_fails_to_compile(compiled, one_thread, monkeypatch):
+    from test_inference import make_model, noise
+
+    from hear_diffbyola.inference import inference_encoder
+
+    def broken(fn, **kw):
+        def call(*a):
+            raise RuntimeError("inductor codegen failed")
+
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken)
+    model = make_model("v2")
+    fast = inference_encoder(model.encoder)
+    x = model.frontend(noise(2, 0.5, seed=15)).transpose(2, 3).contiguous(memory_format=torch.channels_last)
+    with pytest.warns(RuntimeWarning, match="inductor codegen failed.*uncompiled path"):
+        got = fast._conv1_pooled(x)
+    monkeypatch.setattr(fused, "ENABLED", False)
+    torch.testing.assert_close(got, fast._conv1_pooled(x), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["v2", "v1"])
+def test_embeddings_on_workers_with_the_compiled_first_block_match_the_module_path(compiled, arch, monkeypatch):
+    from test_inference import assert_exact, make_model, noise, reference_dense, reference_frames
+
+    from hear_diffbyola import embed
+
+    monkeypatch.setattr(embed, "WORKERS", 2)  # tiles on single-threaded workers, whatever the machine
+    model, w = make_model(arch), noise(3, 6.3, seed=14)
+    frames = reference_frames(model, w)
+    assert_exact(embed.clip_embedding(model, w, chunk_frames=64, tile_frames=300), frames.mean(1) + frames.amax(1))
+    (dense,), _ = embed.dense_frames(model, w, chunk_frames=64, tile_frames=300)
+    assert_exact(dense, reference_dense(model, w))
+    assert "pooled_relu" in fused._warm  # the workers ran the compiled kernel

@@ -184,8 +184,7 @@ def compare_settings(args: argparse.Namespace, module, settings: dict[str, dict]
                         for k, v in {**saved, **attrs}.items():
                             setattr(module, k, v)
                         t = timed(fn, wave, model, 1)
-                        if r:
-                            times.setdefault((label, what, name), []).append(t)
+                        times.setdefault((label, what, name) if r else ("warm-up", name), []).append(t)
     finally:
         for k, v in saved.items():
             setattr(module, k, v)
@@ -193,6 +192,10 @@ def compare_settings(args: argparse.Namespace, module, settings: dict[str, dict]
     print(
         f"\n# {source}: {title}, {args.rounds} alternating rounds: median audio-s/s "
         f"(min-max); median [quartiles] of each round's speedup over {base_name}"
+    )
+    print(
+        "warm-up round (first calls, compiles included), s: "
+        + "; ".join(f"{name} " + " / ".join(f"{t:.1f}" for t in times[("warm-up", name)]) for name in settings)
     )
     print("| input | embedding | " + " | ".join(settings) + " |")
     print("|---|---|" + "---|" * len(settings))

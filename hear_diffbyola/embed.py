@@ -261,7 +261,8 @@ def layer_frames(model: PretrainedModel) -> FrameFn:
 
 class _Outputs:
     """The (B, total, D) outputs of dense_frames, frame j of pass k at j * S + k, allocated by the first
-    tile to finish (tiles may run on several threads; each writes its own slots)."""
+    tile to finish. Tiles may run on several threads; each writes its own slots, so only the allocation
+    is locked, not the copies (which also take the page faults of the fresh output)."""
 
     def __init__(self, n_sounds: int, total: int, passes: int) -> None:
         self.n_sounds, self.total, self.passes = n_sounds, total, passes
@@ -276,8 +277,9 @@ class _Outputs:
                     self.tensors = pieces  # one pass in one tile: nothing to interleave or copy
                     return
                 self.tensors = [p.new_empty(self.n_sounds, self.total, p.shape[2]) for p in pieces]
+            tensors = self.tensors
         S, n = self.passes, pieces[0].shape[1]
-        for out, piece in zip(self.tensors, pieces):
+        for out, piece in zip(tensors, pieces):
             out[rows, k + j * S : k + (j + n - 1) * S + 1 : S] = piece
 
 

@@ -14,10 +14,12 @@ specialised to it (5-25 s on the project's machine, then kept in inductor's on-d
 
 Inference (:func:`pooled_relu`) uses one kernel for every tile: the clips are stacked along time, each with
 its own zero rows, into one 2-D map whose only varying size is its number of rows, marked dynamic, so one
-compile serves every batch and clip length. It is compiled and used only by single-threaded callers (the
-fast path's workers, :func:`hear_diffbyola.runtime.parallel_map`): inductor specialises a CPU kernel to
-the thread count, and at one thread it has no OpenMP region at all. Two workers side by side, 2 clips of
-10 s: 3.5-4.3 ms against 10.7-18.6 ms for the slice path (``python bench/embed_throughput.py --stages``).
+compile serves every batch and clip length. The fast path's workers use it
+(:func:`hear_diffbyola.runtime.parallel_map`); it is compiled at one thread, where inductor's CPU kernel
+has no OpenMP region, and refused to callers with more. One tile of 2 x 10 s at one thread: 5.6 ms
+against 12.6 ms for the slice path, the whole v2 tile 141.8 against 152.6 ms
+(``python bench/embed_throughput.py --stages --arch v2 --batch 2``; docs/performance.md). A process pays
+the compile at its first tile, seconds, and keeps inductor loaded (~110 MB).
 
 If compiling fails (no C++ compiler, an unsupported platform) the slice path is used, with one warning.
 ``HEAR_DIFFBYOLA_COMPILE=0`` (or ``fused.ENABLED = False``) turns it off.
@@ -89,7 +91,7 @@ def _call(name: str, fn: Callable, *args: torch.Tensor):
             return _compiled[name](*args)
         with _first_call:  # two workers must not both compile the inference kernel on their first tile
             if name not in _compiled:
-                _compiled[name] = torch.compile(fn, dynamic=False)
+                _compiled[name] = torch.compile(fn, dynamic=False, options={"compile_threads": 1})
             out = _compiled[name](*args)
             _warm.add(name)
             return out

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused
+from . import fused, runtime
 from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel_map, conv3x3_one_channel_pooled
 from .frontend import Frontend
 
@@ -91,9 +91,10 @@ class InferenceEncoder:
     def _conv1_pooled(self, x: torch.Tensor) -> torch.Tensor:
         """``max_pool2d(_conv1(x), 2).relu_()``, the pool taken slice by slice (``conv3x3_one_channel_pooled``),
         the bias added after it (a per-channel constant commutes with the max, exactly: rounding is monotone),
-        on a quarter of the data. A single-threaded caller on CPU (the fast path's workers) runs it as one
-        compiled kernel instead (:func:`hear_diffbyola.fused.pooled_relu`), 3-5x faster."""
-        if fused.usable(x.device):
+        on a quarter of the data. The fast path's workers on CPU run it as one compiled kernel instead
+        (:func:`hear_diffbyola.fused.pooled_relu`), 2-3x faster. Only they: other single-threaded callers
+        (say, forked DataLoader workers) would each pay a compile and its memory for a few per cent."""
+        if runtime.in_worker() and fused.usable(x.device):
             out = fused.pooled_relu(x[:, 0], self.conv1_matrix, self.convs[0][1])
             if out is not None:
                 return out.permute(0, 3, 1, 2)  # (B, 64, T / 2, F / 2) channels-last

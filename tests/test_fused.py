@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from test_objectives import small_learner, views
 
-from hear_diffbyola import fused
+from hear_diffbyola import fused, runtime
 from hear_diffbyola.encoder import conv3x3_one_channel_pooled
 from hear_diffbyola.learner import _PooledFirstConv, first_block
 
@@ -204,9 +204,23 @@ def test_inference_falls_back_to_the_slice_path_when_its_kernel_fails_to_compile
     fast = inference_encoder(model.encoder)
     x = model.frontend(noise(2, 0.5, seed=15)).transpose(2, 3).contiguous(memory_format=torch.channels_last)
     with pytest.warns(RuntimeWarning, match="inductor codegen failed.*uncompiled path"):
-        got = fast._conv1_pooled(x)
+        got = runtime.parallel_map(fast._conv1_pooled, [x, x], 2)  # on the workers, where it would compile
     monkeypatch.setattr(fused, "ENABLED", False)
-    torch.testing.assert_close(got, fast._conv1_pooled(x), rtol=0, atol=0)
+    for g in got:
+        torch.testing.assert_close(g, fast._conv1_pooled(x), rtol=0, atol=0)
+
+
+def test_only_the_fast_paths_workers_run_the_inference_kernel(compiled, one_thread):
+    # a single-threaded caller of its own (a forked DataLoader worker, say) keeps the slice path
+    from test_inference import make_model, noise
+
+    from hear_diffbyola.inference import inference_encoder
+
+    model = make_model("v2")
+    fast = inference_encoder(model.encoder)
+    x = model.frontend(noise(1, 0.5, seed=16)).transpose(2, 3).contiguous(memory_format=torch.channels_last)
+    fast._conv1_pooled(x)
+    assert "pooled_relu" not in fused._compiled
 
 
 @pytest.mark.parametrize("arch", ["v2", "v1"])

@@ -19,7 +19,7 @@ compile serves every batch and clip length. The fast path's workers use it
 has no OpenMP region, and refused to callers with more. One tile of 2 x 10 s at one thread: 5.6 ms
 against 12.6 ms for the slice path, the whole v2 tile 141.8 against 152.6 ms
 (``python bench/embed_throughput.py --stages --arch v2 --batch 2``; docs/performance.md). A process pays
-the compile at its first tile, seconds, and keeps inductor loaded (~110 MB).
+the compile at its first tile, seconds, and 110-200 MiB of peak RSS (docs/performance.md).
 
 If compiling fails (no C++ compiler, an unsupported platform) the slice path is used, with one warning.
 ``HEAR_DIFFBYOLA_COMPILE=0`` (or ``fused.ENABLED = False``) turns it off.

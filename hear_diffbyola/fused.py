@@ -41,6 +41,16 @@ _warm: set[str] = set()  # names whose first call (the compile) is done
 _first_call = threading.Lock()
 
 
+def _new_lock_in_child() -> None:
+    # a worker may have held the lock (compiling) at the fork; the forked child has no such worker
+    global _first_call
+    _first_call = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_in_child)
+
+
 def usable(device: torch.device) -> bool:
     """Whether the compiled kernels serve inputs on ``device``: CPU, switched on, and no compile has failed."""
     return ENABLED and not _failed and device.type == "cpu"

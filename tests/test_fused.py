@@ -4,6 +4,7 @@ conftest.py turns compiling off for the rest of the suite; each test here turns 
 its own shapes (a few seconds each with inductor's cache warm)."""
 
 import copy
+import os
 import warnings
 
 import pytest
@@ -236,3 +237,13 @@ def test_embeddings_on_workers_with_the_compiled_first_block_match_the_module_pa
     (dense,), _ = embed.dense_frames(model, w, chunk_frames=64, tile_frames=300)
     assert_exact(dense, reference_dense(model, w))
     assert "pooled_relu" in fused._warm  # the workers ran the compiled kernel
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_does_not_inherit_a_held_compile_lock():
+    with fused._first_call:  # held at the fork, as a compiling worker of the parent might hold it
+        pid = os.fork()
+        if pid == 0:  # the child: no torch ops here
+            os._exit(0 if fused._first_call.acquire(timeout=5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -1,4 +1,4 @@
-"""The first block's one-channel 3x3 conv + 2x2 max-pool as compiled CPU kernels, for training.
+"""The first block's one-channel 3x3 conv + 2x2 max-pool as compiled CPU kernels: training's, and the inference workers'.
 
 ``conv3x3_one_channel_pooled`` runs the conv as a 9-tap matmul and the pool as maxima over views of each
 slice: every conv output goes to memory once and is read back, which made the first block about 15 % of

@@ -70,7 +70,7 @@ def compare_archs(args: argparse.Namespace) -> None:
     wave = audio(args.batch, 10.0)
     secs = wave.numel() / SR
     for m in models.values():
-        get_timestamp_embeddings(wave[:1], m)  # warm-up
+        get_timestamp_embeddings(wave, m)  # warm-up: the whole batch, so the workers' compile is not timed
     times = {k: [] for k in models}
     for _ in range(args.rounds):
         for k, m in models.items():
@@ -402,7 +402,7 @@ def main() -> None:
         f"{os.cpu_count()} CPUs, {args.threads} threads; load average {os.getloadavg()[0]:.2f}"
     )
     short, long = audio(args.batch, 10.0), audio(1, args.long_minutes * 60)
-    get_scene_embeddings(short[:1], model)  # warm-up: allocator, kernels
+    get_scene_embeddings(short, model)  # warm-up: allocator, kernels, the workers' compile
     rows = {}
     for label, wave in ((f"{args.batch} x 10 s", short), (f"1 x {args.long_minutes:g} min", long)):
         secs = wave.numel() / SR

@@ -28,27 +28,18 @@ If compiling fails (no C++ compiler, an unsupported platform) the slice path is 
 from __future__ import annotations
 
 import os
-import threading
 import warnings
 from collections.abc import Callable
 
 import torch
 
+from .runtime import ForkSafeLock
+
 ENABLED = os.environ.get("HEAR_DIFFBYOLA_COMPILE", "1") != "0"
 _compiled: dict[str, Callable] = {}
 _failed: list[str] = []  # the first compile error, once one happened
 _warm: set[str] = set()  # names whose first call (the compile) is done
-_first_call = threading.Lock()
-
-
-def _new_lock_in_child() -> None:
-    # a worker may have held the lock (compiling) at the fork; the forked child has no such worker
-    global _first_call
-    _first_call = threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_in_child)
+_first_call = ForkSafeLock()  # a worker may hold it, compiling, when the process forks
 
 
 def usable(device: torch.device) -> bool:

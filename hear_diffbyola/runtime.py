@@ -7,6 +7,7 @@ import ctypes.util
 import os
 import sys
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
@@ -42,21 +43,42 @@ def tune_cpu_allocator() -> bool:
     return _tuned
 
 
+class ForkSafeLock:
+    """A ``threading.Lock`` that a forked child gets back unlocked: one of the parent's threads (a worker,
+    say) may hold it at the fork, and that thread does not exist in the child."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _fork_safe_locks.add(self)
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return self._lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+
+_fork_safe_locks: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 _pools: dict[tuple[int, int], ThreadPoolExecutor] = {}  # (pid, workers) -> pool; a forked child builds its own
-_pools_lock = threading.Lock()
+_pools_lock = ForkSafeLock()
 _local = threading.local()
 
 
-def _forget_pools_in_child() -> None:
-    # The parent's worker threads do not exist in a forked child, and the lock may have been held by one
-    # of the parent's threads at the fork: start the child with neither.
-    global _pools_lock
+def _after_fork_in_child() -> None:
+    # The parent's worker threads do not exist in a forked child: no pools of them, no lock held by them.
     _pools.clear()
-    _pools_lock = threading.Lock()
+    for lock in list(_fork_safe_locks):
+        lock._lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools_in_child)
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _start_worker() -> None:

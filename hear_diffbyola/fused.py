@@ -5,9 +5,10 @@ slice: every conv output goes to memory once and is read back, which made the fi
 a v1 training step (``bench/pretrain_throughput.py --profile``) for under 5 % of its FLOPs. Here
 ``torch.compile`` (inductor) turns the same arithmetic into one loop that computes the four conv outputs
 of each pool window in registers and writes only their maximum, plus which of the four it was; the
-backward pass routes the gradient with that choice, so it needs neither the map nor a second conv, and
-the taps' gradient is a batched matmul over 4 x 4 input patches. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms, forward + backward 86.2 -> 43.7 ms
-(``python bench/pretrain_throughput.py --micro``; docs/performance.md).
+backward pass sums the gradient times the input each tap read at the chosen position, so it needs
+neither the map nor a second conv. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms,
+forward + backward 86.2 -> 43.7 ms with the gradient as a matmul over 4 x 4 input patches, which the
+direct sums replaced (``python bench/pretrain_throughput.py --micro``; docs/performance.md).
 
 The training step on CPU uses these with its input shape, the same at every step: each compile is
 specialised to it (5-25 s on the project's machine, then kept in inductor's on-disk cache).
@@ -79,10 +80,25 @@ def _pooled_and_choice(padded: torch.Tensor, taps: torch.Tensor) -> tuple[torch.
     return best, choice
 
 
-def _routed(choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """The pooled gradient placed at each window's maximum: (B, P, Q, C) -> (B, P, Q, 4, C)."""
-    zero = torch.zeros_like(grad)
-    return torch.stack([torch.where(choice == float(k), grad, zero) for k in range(4)], dim=3)
+def _taps_grad(padded: torch.Tensor, choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    """(9, C) gradient of the taps: tap (i, j) of pooled cell (p, q) read padded[2p + s + i, 2q + u + j] at the
+    window position (s, u) its maximum came from, so its gradient is grad times that input, summed over
+    (B, P, Q). Compiled, the nine sums are one pass over grad and choice; nothing of (B, P, Q, 4, C) is
+    materialised (the routed gradient a matmul formulation needs was 4x the pooled map)."""
+    P, Q = choice.shape[1], choice.shape[2]
+    rows = []
+    for i in range(3):
+        for j in range(3):
+            x = [
+                padded[:, s + i : s + i + 2 * P : 2, u + j : u + j + 2 * Q : 2, None]
+                for s in range(2)
+                for u in range(2)
+            ]
+            at_max = torch.where(
+                choice == 0.0, x[0], torch.where(choice == 1.0, x[1], torch.where(choice == 2.0, x[2], x[3]))
+            )
+            rows.append((grad * at_max).sum((0, 1, 2)))
+    return torch.stack(rows)
 
 
 def _call(name: str, fn: Callable, *args: torch.Tensor):
@@ -146,21 +162,8 @@ def pooled_and_choice(padded: torch.Tensor, taps: torch.Tensor) -> tuple[torch.T
 
 
 def taps_grad(padded: torch.Tensor, choice: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    """Gradient (9, C) of the taps from the pooled gradient and the forward pass's window choices.
-
-    Window position (s, u) of pooled cell (p, q) reads padded[2p + s + i, 2q + u + j] for tap (i, j): the
-    4 x 4 input patch at (2p, 2q). One matmul of the patches (16 per cell) with the routed gradient (4 C
-    per cell) gives the gradient of a (16, 4 C) weight; tap (i, j) of position (s, u) is its entry
-    (s + i, u + j), so the 9 taps' gradient is the sum of those 4 entries each."""
-    B, C = padded.shape[0], choice.shape[-1]
-    H2, W2 = choice.shape[1] * 2, choice.shape[2] * 2
+    """Gradient (9, C) of the taps from the pooled gradient (B, P, Q, C) and the forward pass's window choices.
+    Eager (slower, the same sums) if compiling fails here: the forward pass already chose this path."""
     grad = grad.contiguous()  # one compile: its layout is part of what the kernel is specialised to
-    routed = _call("routed", _routed, choice, grad)
-    if routed is None:
-        routed = _routed(choice, grad)
-    patches = torch.stack([padded[:, a : a + H2 : 2, b : b + W2 : 2] for a in range(4) for b in range(4)], dim=-1).view(
-        B, -1, 16
-    )  # (B, P Q, 16)
-    # one matmul per clip, summed: a single (16, B P Q) x (B P Q, 4 C) matmul ran ~1.6x slower here
-    w = torch.bmm(patches.transpose(1, 2), routed.view(B, -1, 4 * C)).sum(0).view(4, 4, 2, 2, C)
-    return sum(w[s : s + 3, u : u + 3, s, u] for s in range(2) for u in range(2)).reshape(9, C)
+    out = _call("taps_grad", _taps_grad, padded, choice, grad)
+    return _taps_grad(padded, choice, grad) if out is None else out

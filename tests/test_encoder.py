@@ -161,7 +161,12 @@ def test_dropout_keeps_one_minus_p_scales_the_kept_and_is_off_in_eval():
     torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
     y.sum().backward()  # the gradient is the mask, scaled alike
     torch.testing.assert_close(x.grad, kept.float() / 0.7)
+    # the two 32-bit halves of one 64-bit draw mask neighbours: both kept with probability 0.49
+    k = kept.flatten().view(-1, 2).float()
+    assert abs((k[:, 0] * k[:, 1]).mean().item() - 0.49) < 5 * (0.49 * 0.51 / 5e5) ** 0.5
     torch.manual_seed(0)  # the same draws for float64 input of the same seed
     assert torch.equal(drop(torch.ones(1000, 1000, dtype=torch.float64)) != 0, kept)
+    odd = drop(torch.ones(3, 5, 7))  # an odd number of elements: half of the last draw goes unused
+    assert odd.shape == (3, 5, 7) and ((odd == 0) | (odd == torch.tensor(1 / 0.7))).all()
     drop.eval()
     assert torch.equal(drop(x), x)

@@ -62,7 +62,7 @@ def test_compiled_first_block_matches_the_modules_on_ties_values_gradients_stati
     for a, b in ((conv.weight, ref_conv.weight), (bn.weight, ref_bn.weight), (bn.bias, ref_bn.bias)):
         torch.testing.assert_close(a.grad, b.grad, rtol=1e-9, atol=1e-9)
     torch.testing.assert_close(bn.running_var, ref_bn.running_var, rtol=1e-12, atol=1e-12)
-    assert "choice" in fused._compiled and "routed" in fused._compiled  # it did run compiled
+    assert "choice" in fused._compiled and "taps_grad" in fused._compiled  # it did run compiled
 
 
 def test_taps_gradient_of_the_compiled_path_equals_the_slice_path(compiled, monkeypatch):
@@ -122,8 +122,8 @@ def test_compiled_training_steps_repeat_bit_for_bit_and_follow_the_uncompiled_on
     torch.testing.assert_close(a, eager, rtol=1e-4, atol=1e-5)
 
 
-def test_a_backward_whose_routing_fails_to_compile_still_gives_the_gradient(compiled):
-    # the forward compiled (its choices saved), then the routing kernel fails: the eager routing is used
+def test_a_backward_whose_kernel_fails_to_compile_still_gives_the_gradient(compiled):
+    # the forward compiled (its choices saved), then the gradient kernel fails: its eager form is used
     padded = F.pad(torch.randn(2, 64, 12, generator=torch.Generator().manual_seed(8)), (1, 1, 1, 1))
     taps = torch.randn(9, 64, generator=torch.Generator().manual_seed(9))
     grad = torch.randn(2, 32, 6, 64, generator=torch.Generator().manual_seed(10))
@@ -132,7 +132,7 @@ def test_a_backward_whose_routing_fails_to_compile_still_gives_the_gradient(comp
     def broken(*a):
         raise RuntimeError("codegen failed")
 
-    fused._compiled["routed"] = broken
+    fused._compiled["taps_grad"] = broken
     with pytest.warns(RuntimeWarning, match="codegen failed"):
         got = fused.taps_grad(padded, choice, grad)
     fused._failed.clear()
@@ -151,7 +151,7 @@ def test_a_cpu_pretraining_says_it_compiles_and_uses_the_compiled_block(compiled
 
     pretrain(tiny_config("train.steps=1", "train.device=cpu"), tmp_path / "r", progress=False)
     assert "the first step compiles the first conv block" in capsys.readouterr().out
-    assert {"choice", "pooled", "routed"} <= set(fused._compiled) and not fused._failed
+    assert {"choice", "pooled", "taps_grad"} <= set(fused._compiled) and not fused._failed
 
 
 @pytest.fixture

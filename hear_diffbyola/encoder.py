@@ -82,9 +82,9 @@ class EncoderConfig(DictConfig):
 class Dropout(nn.Dropout):
     """``nn.Dropout`` whose CPU training mask comes from 32-bit uniform integers: keep with probability
     1 - p (to 2^-32), kept values scaled by 1 / (1 - p), as torch's. Two 32-bit draws come from each
-    full-range int64 of the generator, several times cheaper than a float from ``torch.rand`` and ~6x
-    than ``bernoulli_`` there (bench/pretrain_throughput.py --micro). Other devices keep torch's fused
-    kernel. No parameters, so state dicts are unchanged."""
+    full-range int64 of the generator; forward + backward on 1536 x 2048 took 15.5 ms against 44.5 ms
+    for torch's (bench/pretrain_throughput.py --micro). Other devices keep torch's fused kernel. No
+    parameters, so state dicts are unchanged."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0 or x.device.type != "cpu" or self.inplace:

@@ -6,9 +6,9 @@ a v1 training step (``bench/pretrain_throughput.py --profile``) for under 5 % of
 ``torch.compile`` (inductor) turns the same arithmetic into one loop that computes the four conv outputs
 of each pool window in registers and writes only their maximum, plus which of the four it was; the
 backward pass sums the gradient times the input each tap read at the chosen position, so it needs
-neither the map nor a second conv. B = 64 views of 96 frames, 2 threads: forward 25.1 -> 13.2 ms,
-forward + backward 86.2 -> 43.7 ms with the gradient as a matmul over 4 x 4 input patches, which the
-direct sums replaced (``python bench/pretrain_throughput.py --micro``; docs/performance.md).
+neither the map nor a second conv. B = 64 views of 96 frames, 2 threads, against the slice path:
+forward 18.0 against 29.7 ms, forward + backward 41.3 against 104.1 ms
+(``python bench/pretrain_throughput.py --micro``; docs/performance.md).
 
 The training step on CPU uses these with its input shape, the same at every step: each compile is
 specialised to it (5-25 s on the project's machine, then kept in inductor's on-disk cache).
@@ -48,17 +48,23 @@ def usable(device: torch.device) -> bool:
     return ENABLED and not _failed and device.type == "cpu"
 
 
+def _read(padded: torch.Tensor, a: int, b: int, P: int, Q: int) -> torch.Tensor:
+    """padded[2p + a, 2q + b] for every pool cell (p, q): what a conv output at window position (s, u)
+    reads through tap (i, j), a = s + i, b = u + j. (B, P, Q, 1) from padded (B, H + 2, W + 2)."""
+    return padded[:, a : a + 2 * P : 2, b : b + 2 * Q : 2, None]
+
+
 def _window_maps(padded: torch.Tensor, taps: torch.Tensor) -> list[torch.Tensor]:
     """The conv outputs at the 4 positions (s, u) of each 2x2 pool window, in max_pool2d's scan order:
     4 x (B, H // 2, W // 2, C) from padded (B, H + 2, W + 2) and taps (9, C)."""
-    H2, W2 = (padded.shape[1] - 2) // 2 * 2, (padded.shape[2] - 2) // 2 * 2
+    P, Q = (padded.shape[1] - 2) // 2, (padded.shape[2] - 2) // 2
     maps = []
     for s in range(2):
         for u in range(2):
             acc = None
             for i in range(3):
                 for j in range(3):
-                    tap = padded[:, s + i : s + i + H2 : 2, u + j : u + j + W2 : 2, None] * taps[3 * i + j]
+                    tap = _read(padded, s + i, u + j, P, Q) * taps[3 * i + j]
                     acc = tap if acc is None else acc + tap
             maps.append(acc)
     return maps
@@ -89,11 +95,7 @@ def _taps_grad(padded: torch.Tensor, choice: torch.Tensor, grad: torch.Tensor) -
     rows = []
     for i in range(3):
         for j in range(3):
-            x = [
-                padded[:, s + i : s + i + 2 * P : 2, u + j : u + j + 2 * Q : 2, None]
-                for s in range(2)
-                for u in range(2)
-            ]
+            x = [_read(padded, s + i, u + j, P, Q) for s in range(2) for u in range(2)]
             at_max = torch.where(
                 choice == 0.0, x[0], torch.where(choice == 1.0, x[1], torch.where(choice == 2.0, x[2], x[3]))
             )

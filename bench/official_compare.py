@@ -37,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from hear_diffbyola import get_scene_embeddings, get_timestamp_embeddings, load_model
+from hear_diffbyola import blas, get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_diffbyola.frontend import FrontendConfig, LogMelSpectrogram
 from hear_diffbyola.runtime import tune_cpu_allocator
 from hear_diffbyola.weights import BYOLA_V1_NORM, BYOLA_V2_NORM
@@ -134,6 +134,7 @@ def embedding_rows(
     print("| what | audio-s/s | vs official scene | per round: median [quartiles] |\n|---|---|---|---|")
     for k, t in med.items():
         print(f"| {k} | {secs / t:.1f} | {base / t:.2f}x | {paired(times['official scene'], times[k])} |")
+    print(f"sgemm of our workers' fc (hear_diffbyola/blas.py), per (M bucket, K, N): {blas.choices() or 'torch'}")
 
 
 def v2_weights(args: argparse.Namespace, models) -> tuple[Path, str]:

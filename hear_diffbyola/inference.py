@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fused, runtime
+from . import blas, fused, runtime
 from .encoder import N_BLOCKS, AudioNTT, conv3x3_one_channel_map, conv3x3_one_channel_pooled
 from .frontend import Frontend
 
@@ -128,9 +128,11 @@ class InferenceEncoder:
         return m.reshape(m.shape[0], m.shape[1], -1)
 
     def _fc(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (N, conv_d) -> (N, fc out); Linear-ReLU-(Dropout: off at eval)-Linear-ReLU
+        # x: (N, conv_d) -> (N, fc out); Linear-ReLU-(Dropout: off at eval)-Linear-ReLU. On a single-threaded
+        # worker the matmuls go to whichever BLAS ran their shape faster here (hear_diffbyola/blas.py).
+        addmm = blas.addmm if runtime.in_worker() else torch.addmm
         (w0, b0), (w3, b3) = self.fc
-        return torch.addmm(b3, torch.addmm(b0, x, w0).relu_(), w3).relu_()
+        return addmm(b3, addmm(b0, x, w0).relu_(), w3).relu_()
 
     def frames_from_map(self, m: torch.Tensor) -> torch.Tensor:
         """Last block's pooled map (B, 64, T', F') -> per-frame output (B, T', d)."""

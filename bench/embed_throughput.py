@@ -9,6 +9,7 @@
     python bench/embed_throughput.py --workers --arch v2                 # tiles on single-threaded workers vs one at a time
     python bench/embed_throughput.py --stages --arch v2                  # ms and GFLOP/s of each stage of one tile
     python bench/embed_throughput.py --compiled --arch v2                # the workers' first block compiled vs in slices
+    python bench/embed_throughput.py --blas --arch v2                    # the workers' fc on MKL vs OpenBLAS
 
 v2 versus v1 timestamps: random AudioNTT2022 (d = 3072, one pass on its native 40 ms grid) and
 AudioNTT2020 (d = 2048, two grids shifted by 40 ms, from one shared pass: hear_diffbyola/inference.py) with the same front end embed the same batch
@@ -154,6 +155,21 @@ def compare_workers(args: argparse.Namespace) -> None:
     settings = {"one tile at a time": {"WORKERS": 1}}
     settings.update({f"workers, tiles of {t}": {"WORKERS": None, "TILE_FRAMES_WORKER": t} for t in (1024, 2048)})
     compare_settings(args, embed, settings, "tiles on workers vs one at a time")
+
+
+def compare_blas(args: argparse.Namespace) -> None:
+    """Tiles on workers with their fc on torch's MKL, on the per-shape choice, and on OpenBLAS (blas.py)."""
+    from hear_diffbyola import blas
+
+    if blas.openblas() is None:
+        raise SystemExit("scipy-openblas32 is not installed: nothing to compare")
+    settings = {
+        "torch (MKL)": {"MODE": "torch"},
+        "per-shape choice": {"MODE": "auto"},
+        "OpenBLAS": {"MODE": "openblas"},
+    }
+    compare_settings(args, blas, settings, "the workers' fc on MKL vs OpenBLAS")
+    print(f"per-shape choice, (M bucket, K, N): {blas.choices()}")
 
 
 def compare_compiled(args: argparse.Namespace) -> None:
@@ -355,6 +371,7 @@ def main() -> None:
     p.add_argument("--workers", action="store_true", help="only tiles on workers vs one tile at a time")
     p.add_argument("--stages", action="store_true", help="only the time of each stage of one tile")
     p.add_argument("--compiled", action="store_true", help="only the workers' compiled first block vs its slices")
+    p.add_argument("--blas", action="store_true", help="only the workers' fc on MKL vs OpenBLAS (blas.py)")
     p.add_argument("--batch", type=int, default=8, help="10-s clips in the short-clip batch (default 8)")
     p.add_argument("--long-minutes", type=float, default=20.0, help="length of the long clip (default 20)")
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 5.0, 20.0], help="clip lengths for memory")
@@ -367,7 +384,7 @@ def main() -> None:
     args = p.parse_args()
     if args.child_minutes is not None:
         return child_memory(args)
-    if args.vs_modules or args.workers or args.stages or args.compiled:
+    if args.vs_modules or args.workers or args.stages or args.compiled or args.blas:
         torch.set_num_threads(args.threads)
         print(
             f"# torch {torch.__version__}; {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
@@ -379,6 +396,8 @@ def main() -> None:
             compare_workers(args)
         elif args.compiled:
             compare_compiled(args)
+        elif args.blas:
+            compare_blas(args)
         else:
             compare_stages(args)
         return print(f"# load average at the end {os.getloadavg()[0]:.2f}")

@@ -1,9 +1,10 @@
 """A second sgemm for the fast path's single-threaded workers: OpenBLAS, chosen per shape by timing it.
 
 torch's CPU builds run their matmuls on MKL. On the project's AMD EPYC (AVX2), the OpenBLAS that numpy
-and scipy ship (the ``scipy-openblas32`` wheel, Haswell kernels) ran a single-threaded 512 x 2048 x 2048
-sgemm 1.08x as fast ([1.04, 1.12] over 21 alternating calls), and v2's fc is over half of an embedding
-(docs/performance.md). Which library is faster depends on the CPU (MKL is at home on Intel), so
+and scipy ship (the ``scipy-openblas32`` wheel, Haswell kernels) runs v2's fc faster, and the fc is over
+half of a v2 embedding: v2 embeddings on the workers ran 1.05-1.09x as fast with this module's choice
+(``python bench/embed_throughput.py --blas --arch v2``; docs/performance.md), while for v1 d = 512 it
+kept MKL. Which library is faster depends on the CPU (MKL is at home on Intel) and the shape, so
 :func:`addmm` times both on the first call of each shape, on the caller's own input, and keeps the
 faster for the process: the idea of ``torch.backends.cudnn.benchmark``. The two round differently
 (~1e-7 relative), so a process's embeddings can differ from another's in the last bits if their timings

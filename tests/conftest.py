@@ -10,6 +10,9 @@ import pytest
 # runs dozens of shapes, so it runs the uncompiled path and tests/test_fused.py switches compiling on.
 # Set before the package is imported, and inherited by the CLI subprocesses.
 os.environ.setdefault("HEAR_DIFFBYOLA_COMPILE", "0")
+# The workers' fc picks its BLAS by timing (hear_diffbyola/blas.py); the suite pins torch's so results do
+# not depend on the machine's timings, and tests/test_blas.py sets each mode itself.
+os.environ.setdefault("HEAR_DIFFBYOLA_BLAS", "torch")
 
 import torch  # noqa: E402
 

@@ -111,6 +111,7 @@ def _eligible(bias: torch.Tensor, x: torch.Tensor, w: torch.Tensor) -> bool:
         and bias.shape == (w.shape[1],)
         and x.shape[1] == w.shape[0]
         and x.stride(1) == 1
+        and x.stride(0) >= max(1, x.shape[1])  # rows apart by at least a row: BLAS's lda >= K
         and w.is_contiguous()
         and not (x.requires_grad or w.requires_grad or bias.requires_grad)
         and x.shape[0] > 0

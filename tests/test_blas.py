@@ -173,6 +173,7 @@ def test_without_the_wheel_it_is_torch_and_pinning_openblas_says_how_to_fix(fres
         lambda b, x, w: (b, x.t().contiguous().t(), w),  # a column-major input
         lambda b, x, w: (b, x.requires_grad_(), w),  # autograd: torch differentiates, this does not
         lambda b, x, w: (b[:1], x, w),  # a broadcast bias
+        lambda b, x, w: (b, x[:1].expand(12, 8), w),  # rows that overlap (stride 0): no valid lda
     ],
 )
 def test_what_it_cannot_take_goes_to_torch(case, monkeypatch):

@@ -134,7 +134,9 @@ def embedding_rows(
     print("| what | audio-s/s | vs official scene | per round: median [quartiles] |\n|---|---|---|---|")
     for k, t in med.items():
         print(f"| {k} | {secs / t:.1f} | {base / t:.2f}x | {paired(times['official scene'], times[k])} |")
-    print(f"sgemm of our workers' fc (hear_diffbyola/blas.py), per (M bucket, K, N): {blas.choices() or 'torch'}")
+    print(
+        f"sgemm of our workers' fc (hear_diffbyola/blas.py, mode {blas.MODE}), per (M bucket, K, N): {blas.choices()}"
+    )
 
 
 def v2_weights(args: argparse.Namespace, models) -> tuple[Path, str]:

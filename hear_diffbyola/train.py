@@ -297,12 +297,19 @@ def build_step_parts(
 
 def training_step(parts: StepParts, wave: torch.Tensor) -> dict[str, torch.Tensor]:
     """One step on a batch of waveforms (b, N): log-mel, views, losses, backward, Adam, EMA."""
-    lc = parts.config.learner
     device = parts.logmel.mel_fb.device
     wave = wave.to(device, non_blocking=True)
     with torch.no_grad():
         x = parts.prenorm(parts.logmel(wave)).unsqueeze(1)  # (b, 1, F, T)
         v1, v2 = parts.augmenter(x, parts.aug_gen)
+    return step_on_views(parts, v1, v2)
+
+
+def step_on_views(parts: StepParts, v1: torch.Tensor, v2: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The step after augmentation, on two views (b, 1, F, T) already on the device: gamma, losses, backward,
+    Adam, EMA. byol-pytorch's step starts here too (its views come from the data loader), which is what
+    bench/official_compare.py times side by side."""
+    lc = parts.config.learner
     gamma = sample_gamma(v1.shape[0], lc.gamma_low, lc.gamma_high, parts.aug_gen) if lc.lam > 0 else None
     with torch.autocast(device_type="cuda", dtype=torch.bfloat16) if parts.amp else nullcontext():
         terms = parts.model(v1, v2, gamma)

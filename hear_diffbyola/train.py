@@ -399,6 +399,9 @@ def open_run(run: Run, resume: bool) -> Run:
         )
     if run.device.type == "cuda":
         torch.cuda.set_device(run.device)
+        # resume is bit-exact only if a step is: cuDNN's default backward algorithms may sum in any order
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
     else:
         tune_cpu_allocator()
     return run

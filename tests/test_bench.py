@@ -62,3 +62,22 @@ def test_official_augment_runs_the_checkouts_classes_and_skips_without_a_checkou
     assert float(ratio) == pytest.approx(float(ours) / float(official), rel=0.05, abs=0.01)
     skipped = subprocess.run([sys.executable, script], capture_output=True, text=True, timeout=60, check=True).stdout
     assert skipped.startswith("skipped: give --official")
+
+
+def test_gpu_script_parses_and_every_test_it_names_exists():
+    script = ROOT / "bench" / "gpu.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)  # syntax only: the script itself needs a GPU
+    ids = re.findall(r"(tests/test_\w+\.py(?:::[\w\[\]]+)?)", script.read_text())
+    assert len(ids) >= 4 and "tests/test_cuda.py" in ids
+    # a renamed test would leave the GPU call with "not found"; collecting the ids fails the same way here
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *ids],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    collected = [line for line in done.stdout.splitlines() if "::" in line]
+    for node in ids:
+        assert any(line == node or line.startswith(node + "::") for line in collected), node

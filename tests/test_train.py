@@ -142,8 +142,12 @@ def _cli(*args: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path):
+@pytest.mark.parametrize(
+    "device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA"))]
+)
+def test_sigkill_then_resume_ends_with_exactly_the_uninterrupted_weights(tmp_path, device):
     common = ["--steps", "14", "--checkpoint-every", "3", "--set", "train.num_workers=2", "--set", "train.log_every=2"]
+    common += ["--device", device]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ref = tmp_path / "ref"
     subprocess.run(_cli("--out", str(ref), *common), check=True, env=env, capture_output=True)

@@ -1,0 +1,78 @@
+"""The CUDA training step against the CPU one. Skipped without a CUDA device; ``bash bench/gpu.sh`` runs it
+on a lent GPU (with the CUDA cases of test_train.py, test_hear.py and test_embedders.py)."""
+
+import pytest
+import torch
+
+from hear_diffbyola.config import PretrainConfig, apply_overrides
+from hear_diffbyola.train import build_step_parts, training_step
+
+pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+B = 8
+
+
+@pytest.fixture
+def fp32_cuda():
+    """Plain float32 on the card (no TF32), so the only differences from the CPU are summation orders."""
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def parts_on(device: str, arch: str, lam: float, amp: str = "off"):
+    cfg = PretrainConfig.from_dict(
+        apply_overrides({}, [f"encoder.arch={arch}", f"learner.lam={lam}", f"train.batch_size={B}", f"train.amp={amp}"])
+    )
+    parts = build_step_parts(cfg, (0.0, 1.0), torch.device(device))
+    # Dropout masks come from each device's own generator (and a different kernel), so they cannot agree;
+    # without them every other draw (crops, Mixup, gamma) is made on the CPU generator, the same on both.
+    for m in parts.learner.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+    return parts
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double().cpu(), b.detach().double().cpu()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def wave() -> torch.Tensor:
+    return torch.randn(B, 95 * 160, generator=torch.Generator().manual_seed(0)) * 0.1
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5])
+@pytest.mark.parametrize("arch", ["audiontt2022", "audiontt2020"])
+def test_a_cuda_step_equals_the_cpu_step(fp32_cuda, arch, lam):
+    cpu, gpu = parts_on("cpu", arch, lam), parts_on("cuda", arch, lam)
+    x = wave()
+    for _ in range(2):  # the second step starts from weights, Adam moments and a target the first one moved
+        on_cpu, on_gpu = training_step(cpu, x), training_step(gpu, x)
+        assert on_gpu["loss"].device.type == "cuda"
+        for k in on_cpu:
+            assert rel_err(on_gpu[k], on_cpu[k]) < 1e-4, k
+        grads = [
+            (n, p.grad, q.grad)
+            for (n, p), (_, q) in zip(cpu.learner.named_parameters(), gpu.learner.named_parameters())
+        ]
+        assert sum(g is not None for _, g, _ in grads) > 10
+        for name, g_cpu, g_gpu in grads:
+            assert (g_cpu is None) == (g_gpu is None), name
+            if g_cpu is not None:
+                assert rel_err(g_gpu, g_cpu) < 1e-3, name
+    for (name, a), (_, b) in zip(cpu.learner.state_dict().items(), gpu.learner.state_dict().items()):
+        if a.is_floating_point():
+            assert rel_err(b, a) < 1e-3, name  # weights, BatchNorm statistics and the EMA target
+
+
+def test_bf16_autocast_step_stays_close_to_float32(fp32_cuda):
+    fp32, bf16 = parts_on("cuda", "audiontt2022", 0.5, amp="off"), parts_on("cuda", "audiontt2022", 0.5, amp="bf16")
+    assert bf16.amp and not fp32.amp
+    a, b = training_step(fp32, wave()), training_step(bf16, wave())
+    for k in a:
+        assert b[k].dtype == torch.float32 and torch.isfinite(b[k]), k  # the losses are taken in float32
+        assert rel_err(b[k], a[k]) < 0.05, k
+    for p in bf16.learner.parameters():
+        assert p.dtype == torch.float32  # autocast computes in bf16; the weights stay float32

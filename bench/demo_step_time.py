@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from hear_diffbyola.runtime import tune_cpu_allocator
 from hear_diffbyola.tasks.demo.settings import BUDGETS
 from hear_diffbyola.train import (
     build_step_parts,
     hardware_description,
     pick_device,
+    prepare_device,
     total_steps,
     training_step,
 )
@@ -43,8 +43,7 @@ def main() -> None:
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()
+    prepare_device(device)  # as the trainer does
     lambdas = [float(x) for x in args.lambdas.split(",")]
     settings = [(b, lam) for b in args.budgets.split(",") for lam in lambdas]
     parts, waves = {}, {}

@@ -27,7 +27,6 @@ from pretrain_throughput import RssPeak, sync  # bench/ is on sys.path when this
 from hear_diffbyola import get_scene_embeddings, get_timestamp_embeddings, load_model
 from hear_diffbyola.audio import write_audio
 from hear_diffbyola.config import PretrainConfig, apply_overrides
-from hear_diffbyola.runtime import tune_cpu_allocator
 from hear_diffbyola.train import (
     Run,
     build_step_parts,
@@ -35,6 +34,7 @@ from hear_diffbyola.train import (
     make_loader,
     open_source,
     pick_device,
+    prepare_device,
     training_step,
 )
 
@@ -63,8 +63,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = pick_device(args.device)
-    if device.type == "cpu":
-        tune_cpu_allocator()  # as the trainer does
+    prepare_device(device)  # as the trainer does: deterministic kernels on CUDA, the allocator tuned on CPU
     B = args.batch_size or (256 if device.type == "cuda" else 64)
     with tempfile.TemporaryDirectory() as tmp:
         corpus = args.corpus

@@ -27,8 +27,7 @@ import torch
 from hear_diffbyola import fused
 from hear_diffbyola.config import PretrainConfig, apply_overrides
 from hear_diffbyola.learner import _PooledFirstConv
-from hear_diffbyola.runtime import tune_cpu_allocator
-from hear_diffbyola.train import build_step_parts, hardware_description, pick_device, training_step
+from hear_diffbyola.train import build_step_parts, hardware_description, pick_device, prepare_device, training_step
 
 
 def sync(device: torch.device) -> None:
@@ -85,8 +84,8 @@ def main() -> None:
     args = ap.parse_args()
 
     device = pick_device(args.device)
-    if device.type == "cpu" and not args.no_allocator_tuning:
-        tune_cpu_allocator()
+    if device.type == "cuda" or not args.no_allocator_tuning:
+        prepare_device(device)  # as the trainer does
     if args.threads:
         torch.set_num_threads(args.threads)
     enc = [f"encoder.arch={args.arch}"] + ([f"encoder.d={args.d}"] if args.d else [])

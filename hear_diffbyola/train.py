@@ -397,14 +397,24 @@ def open_run(run: Run, resume: bool) -> Run:
             f"{run.out} already holds a run (checkpoint {ckpt_path}); pass --resume to continue it "
             "or choose another --out"
         )
-    if run.device.type == "cuda":
-        torch.cuda.set_device(run.device)
-        # resume is bit-exact only if a step is: cuDNN's default backward algorithms may sum in any order
+    prepare_device(run.device)
+    return run
+
+
+def prepare_device(device: torch.device) -> None:
+    """The process-wide settings a training step relies on (the trainer and the benchmarks call it).
+
+    CUDA: deterministic kernels, because resume is bit-exact only if a step is: cuDNN's default backward
+    algorithms, cuBLAS's split reductions and some CUDA kernels (cumsum among them) sum in any order.
+    CPU: glibc keeps freed memory for the next step (:func:`runtime.tune_cpu_allocator`)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS starts
+        torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
     else:
         tune_cpu_allocator()
-    return run
 
 
 def lock_run_folder(out: Path) -> Any:

@@ -9,8 +9,8 @@
 # 0.5 with bf16 autocast, B = 256, batches from audio files through the trainer's DataLoader, peak GPU
 # memory, then HEAR embeddings on the card, 4. with a checkout: bench/official_augment.py, BYOL-A v2's
 # per-sample augmentation in DataLoader workers against ours batched on the card.
-# Wheels in .whl/ are installed first (what the machine's image lacks); docs/development.md, "On a lent GPU
-# machine", has the commands that fetch them and make the call.
+# The package is installed first, with the wheels in .whl/ (what the machine's image lacks);
+# docs/development.md, "On a lent GPU machine", has the commands that fetch them and make the call.
 # DEVICE=cpu QUICK=1 bash bench/gpu.sh runs the same steps small on a CPU, to check the script itself.
 set -uo pipefail
 out=${OUT:-gpu-results}
@@ -19,12 +19,14 @@ py=${PYTHON:-python3}
 device=${DEVICE:-cuda}
 mkdir -p "$out"
 : >"$out/summary.txt"
-if compgen -G ".whl/*.whl" >/dev/null; then
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        || { echo "installing .whl/ failed"; exit 1; }
-    export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
-fi
-export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1
+# The package itself is installed, not put on the path: tasks/, upstream/ and weights/ only become
+# hear_diffbyola.tasks, .s3prl_upstream and ._weights through pyproject.toml's package-dir.
+site=${SITE:-/tmp/site}
+pkgs=(.)
+if compgen -G ".whl/*.whl" >/dev/null; then pkgs+=(.whl/*.whl); fi
+"$py" -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --no-cache-dir --upgrade \
+    --target "$site" "${pkgs[@]}" || { echo "installing ${pkgs[*]} into $site failed"; exit 1; }
+export PYTHONPATH=$site${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 failed=()
 
 step() {  # step NAME SECONDS COMMAND...: its output to $out/NAME.txt, its exit status to the summary
@@ -40,7 +42,9 @@ step() {  # step NAME SECONDS COMMAND...: its output to $out/NAME.txt, its exit 
 if [ "$device" = cuda ]; then
     step card 30 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
 fi
-step tests 300 "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py \
+# PYTHONSAFEPATH (as python -P, inherited by the CLI runs the tests start): the checkout's hear_diffbyola/
+# in the working directory would come first and hide the installed package's tasks and weights
+step tests 300 env PYTHONSAFEPATH=1 "$py" -m pytest -q -rs -p no:cacheprovider tests/test_cuda.py \
     "tests/test_train.py::test_sigkill_then_resume_ends_with_exactly_the_uninterrupted_weights[cuda]" \
     tests/test_hear.py::test_model_on_cuda_moves_the_audio \
     tests/test_embedders.py::test_hear_module_on_cuda_gets_its_audio_on_cuda

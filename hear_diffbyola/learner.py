@@ -178,25 +178,26 @@ def tap_moments(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     zero-padded one-channel map (B, H + 2, W + 2) itself rather than its 9x larger stack of taps.
 
     The second moment of taps a and b is a sum of p[h + a] p[h + b] over the window of a: one product map
-    per lag b - a (13 up to symmetry), summed over the batch, then summed over each window in O(1) from
-    its 2-D cumulative sum. Float64 throughout, so subtracting the squared mean from the raw moments costs
-    no precision that matters (tests compare with the centred stack of taps to 1e-12)."""
+    per lag b - a (13 up to symmetry), summed over the batch, then over each of the 9 windows as
+    rows @ map @ cols^T with 0/1 band matrices (a cumulative sum would do it too, but CUDA's is not
+    deterministic, and a training step must be). Float64 throughout, so subtracting the squared mean from
+    the raw moments costs no precision that matters (tests compare with the centred stack of taps to 1e-12)."""
     p = padded.detach().double()
     B, Hp, Wp = p.shape
     H, W = Hp - 2, Wp - 2
-    i = torch.arange(3, device=p.device)
-    r0, r1, c0, c1 = i[:, None], i[:, None] + H, i[None, :], i[None, :] + W
+    i = torch.arange(3, device=p.device)[:, None]
+    rows = ((torch.arange(Hp, device=p.device) >= i) & (torch.arange(Hp, device=p.device) < i + H)).double()
+    cols = ((torch.arange(Wp, device=p.device) >= i) & (torch.arange(Wp, device=p.device) < i + W)).double()
 
-    def window_sums(m: torch.Tensor) -> torch.Tensor:  # (Hp, Wp) -> (3, 3): sums over [i, i + H) x [j, j + W)
-        c = F.pad(m.cumsum(0).cumsum(1), (1, 0, 1, 0))
-        return c[r1, c1] - c[r0, c1] - c[r1, c0] + c[r0, c0]
+    def window_sums(m: torch.Tensor) -> torch.Tensor:  # (..., Hp, Wp) -> (..., 3, 3): sums over [i, i + H) x [j, j + W)
+        return rows @ m @ cols.t()
 
     n = B * H * W
     mean = window_sums(p.sum(0)).reshape(9) / n
     pp = F.pad(p, (2, 2, 2, 2))  # zeros beyond the map, so every lag's shifted copy is a view
-    sums = torch.stack(
-        [window_sums((p * pp[:, 2 + di : 2 + di + Hp, 2 + dj : 2 + dj + Wp]).sum(0)) for di, dj in _LAGS]
-    )
+    sums = window_sums(
+        torch.stack([(p * pp[:, 2 + di : 2 + di + Hp, 2 + dj : 2 + dj + Wp]).sum(0) for di, dj in _LAGS])
+    )  # (13, 3, 3)
     second = sums.reshape(-1)[_PAIR_INDEX.to(p.device)] / n
     return mean, second - torch.outer(mean, mean)
 

@@ -405,7 +405,9 @@ def prepare_device(device: torch.device) -> None:
     """The process-wide settings a training step relies on (the trainer and the benchmarks call it).
 
     CUDA: deterministic kernels, because resume is bit-exact only if a step is: cuDNN's default backward
-    algorithms, cuBLAS's split reductions and some CUDA kernels (cumsum among them) sum in any order.
+    algorithms and cuBLAS's split reductions may sum in any order (the step itself avoids the CUDA ops that
+    have no deterministic kernel, such as cumsum: ``learner.tap_moments``); warn_only, so an op that
+    has none warns instead of stopping a run.
     CPU: glibc keeps freed memory for the next step (:func:`runtime.tune_cpu_allocator`)."""
     if device.type == "cuda":
         torch.cuda.set_device(device)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from hear_diffbyola.config import PretrainConfig, apply_overrides
-from hear_diffbyola.train import build_step_parts, training_step
+from hear_diffbyola.train import build_step_parts, prepare_device, training_step
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -21,7 +21,7 @@ def fp32_cuda():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def parts_on(device: str, arch: str, lam: float, amp: str = "off"):
+def parts_on(device: str, arch: str, lam: float, amp: str = "off", dropout: bool = False):
     cfg = PretrainConfig.from_dict(
         apply_overrides({}, [f"encoder.arch={arch}", f"learner.lam={lam}", f"train.batch_size={B}", f"train.amp={amp}"])
     )
@@ -29,7 +29,7 @@ def parts_on(device: str, arch: str, lam: float, amp: str = "off"):
     # Dropout masks come from each device's own generator (and a different kernel), so they cannot agree;
     # without them every other draw (crops, Mixup, gamma) is made on the CPU generator, the same on both.
     for m in parts.learner.modules():
-        if isinstance(m, torch.nn.Dropout):
+        if isinstance(m, torch.nn.Dropout) and not dropout:
             m.p = 0.0
     return parts
 
@@ -87,3 +87,26 @@ def test_bf16_autocast_step_stays_close_to_float32(fp32_cuda):
         assert rel_err(b[k], a[k]) < 0.05, k
     for p in bf16.learner.parameters():
         assert p.dtype == torch.float32  # autocast computes in bf16; the weights stay float32
+
+
+@pytest.fixture
+def deterministic_cuda():
+    """The trainer's CUDA settings (train.prepare_device), put back afterwards: they are process-wide."""
+    saved = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    prepare_device(torch.device("cuda"))
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+
+
+def test_cuda_steps_repeat_bit_for_bit_under_the_trainers_settings(deterministic_cuda):
+    """What bit-exact resume rests on: the same state and batch give the same step, dropout and bf16 included."""
+    runs = []
+    for _ in range(2):
+        parts = parts_on("cuda", "audiontt2022", 0.5, amp="bf16", dropout=True)  # seeds every generator
+        losses = [training_step(parts, wave())["loss"].item() for _ in range(3)]
+        runs.append((losses, {k: v.detach().cpu().clone() for k, v in parts.learner.state_dict().items()}))
+    (loss_a, state_a), (loss_b, state_b) = runs
+    assert loss_a == loss_b
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)

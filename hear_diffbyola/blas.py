@@ -59,6 +59,8 @@ def _find_library() -> Path | None:
 
 def openblas() -> ctypes.CDLL | None:
     """The single-threaded OpenBLAS of the ``scipy-openblas32`` wheel, or None where it is not installed."""
+    if _lib:  # loaded (or found missing) once; every addmm asks, so no lock after that
+        return _lib[0]
     with _load_lock:
         if not _lib:
             _lib.append(_load())

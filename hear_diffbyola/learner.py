@@ -185,9 +185,13 @@ def tap_moments(padded: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     p = padded.detach().double()
     B, Hp, Wp = p.shape
     H, W = Hp - 2, Wp - 2
-    i = torch.arange(3, device=p.device)[:, None]
-    rows = ((torch.arange(Hp, device=p.device) >= i) & (torch.arange(Hp, device=p.device) < i + H)).double()
-    cols = ((torch.arange(Wp, device=p.device) >= i) & (torch.arange(Wp, device=p.device) < i + W)).double()
+    offset = torch.arange(3, device=p.device)[:, None]
+
+    def band(size: int, length: int) -> torch.Tensor:  # (3, size): row i is 1 on [i, i + length)
+        k = torch.arange(size, device=p.device)
+        return ((k >= offset) & (k < offset + length)).double()
+
+    rows, cols = band(Hp, H), band(Wp, W)
 
     def window_sums(m: torch.Tensor) -> torch.Tensor:  # (..., Hp, Wp) -> (..., 3, 3): sums over [i, i + H) x [j, j + W)
         return rows @ m @ cols.t()
